@@ -1,0 +1,41 @@
+"""keras_mgr: meta generative regularization (MGR) for Keras 3 classifiers.
+
+    model = keras_mgr.wrap(backbone, generator, num_classes=10)
+    model.compile(optimizer="adam")
+    model.fit(x_train, y_train, epochs=30)
+
+Reference: Yamaguchi et al., "Regularizing Neural Networks with Meta-Learning
+Generative Models", NeurIPS 2023 (arXiv 2307.13899).
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+
+if keras.backend.backend() != "tensorflow":
+    raise ImportError(
+        "keras_mgr needs the TensorFlow backend of Keras (nested tf.GradientTape "
+        f"meta step). Set KERAS_BACKEND=tensorflow. Received: {keras.backend.backend()!r}"
+    )
+
+from keras_mgr import layers  # noqa: E402
+from keras_mgr.augment import ViewAugmentation  # noqa: E402
+from keras_mgr.finder import Finder  # noqa: E402
+from keras_mgr.mgr_model import MODES, MGRModel  # noqa: E402
+from keras_mgr.regularizer import MGRRegularizer  # noqa: E402
+from keras_mgr.synthetic import SyntheticSampler  # noqa: E402
+from keras_mgr.wrap import wrap  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = [
+    "MODES",
+    "Finder",
+    "MGRModel",
+    "MGRRegularizer",
+    "SyntheticSampler",
+    "ViewAugmentation",
+    "layers",
+    "wrap",
+]

@@ -1,0 +1,126 @@
+import numpy as np
+import tensorflow as tf
+
+_SPLITS = ("train", "val", "test")
+
+
+class Dataset:
+    """A small labelled image dataset held in memory as NumPy arrays.
+
+    Images are float32, NHWC, with values in `value_range`; labels are int32
+    class ids in `[0, num_classes)`. `load()` builds these; the constructor is
+    public so that any arrays can be wrapped the same way.
+
+    Args:
+        x_train, y_train: training images and labels.
+        x_test, y_test: test images and labels.
+        x_val, y_val: optional validation images and labels (empty if `None`).
+        class_names: list of class names; defaults to `"0", "1", ...`.
+        value_range: tuple `(low, high)` the pixel values lie in.
+        name: str, where the data came from.
+
+    Example:
+
+    >>> data = keras_mgr.datasets.load("digits", ratio=0.1)
+    >>> data.x_train.shape[1:], data.num_classes
+    ((32, 32, 1), 10)
+    >>> for images, labels in data.as_dataset("train", batch_size=32): ...
+    """
+
+    def __init__(
+        self,
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        x_val=None,
+        y_val=None,
+        class_names=None,
+        value_range=(-1.0, 1.0),
+        name=None,
+    ):
+        self.x_train, self.y_train = _pair(x_train, y_train, "train")
+        self.x_test, self.y_test = _pair(x_test, y_test, "test")
+        if x_val is None:
+            x_val = np.zeros((0,) + self.x_train.shape[1:], "float32")
+            y_val = np.zeros((0,), "int32")
+        self.x_val, self.y_val = _pair(x_val, y_val, "val")
+        if class_names is None:
+            top = max(int(self.y_train.max()), int(self.y_test.max()))
+            class_names = [str(i) for i in range(top + 1)]
+        self.class_names = list(class_names)
+        self.value_range = tuple(float(v) for v in value_range)
+        self.name = name
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    @property
+    def image_shape(self):
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def train(self):
+        """Unbatched `tf.data.Dataset` of `(image, label)` training pairs."""
+        return self._tf_data("train")
+
+    @property
+    def val(self):
+        """Unbatched `tf.data.Dataset` of validation pairs (may be empty)."""
+        return self._tf_data("val")
+
+    @property
+    def test(self):
+        """Unbatched `tf.data.Dataset` of test pairs."""
+        return self._tf_data("test")
+
+    def arrays(self, split):
+        """`(images, labels)` NumPy arrays of `split` ("train", "val", "test")."""
+        if split == "validation":
+            split = "val"
+        if split not in _SPLITS:
+            raise ValueError(
+                f"split must be one of {_SPLITS}. Received: split={split!r}"
+            )
+        return getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+
+    def as_dataset(self, split="train", batch_size=32, shuffle=False, seed=0):
+        """Batched `tf.data.Dataset` of one split.
+
+        Args:
+            split: "train", "val" or "test".
+            batch_size: int, examples per batch (the last batch may be smaller).
+            shuffle: bool, reshuffle every epoch (buffer holds the whole split).
+            seed: int, seed of the shuffle.
+
+        Returns:
+            A `tf.data.Dataset` of `(images, labels)` batches.
+        """
+        ds = self._tf_data(split)
+        if shuffle:
+            n = len(self.arrays(split)[1])
+            ds = ds.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    def _tf_data(self, split):
+        x, y = self.arrays(split)
+        return tf.data.Dataset.from_tensor_slices((x, y))
+
+    def __repr__(self):
+        return (
+            f"Dataset(name={self.name!r}, num_classes={self.num_classes}, "
+            f"image_shape={self.image_shape}, train={len(self.y_train)}, "
+            f"val={len(self.y_val)}, test={len(self.y_test)})"
+        )
+
+
+def _pair(x, y, split):
+    x = np.asarray(x, dtype="float32")
+    y = np.asarray(y).astype("int32")
+    if x.ndim != 4 or len(x) != len(y):
+        raise ValueError(
+            f"x_{split} must be (N, H, W, C) with one label per image. "
+            f"Received: x_{split}.shape={x.shape}, y_{split}.shape={y.shape}"
+        )
+    return x, y

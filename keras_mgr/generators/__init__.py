@@ -1,0 +1,48 @@
+"""Class-conditional generators for small labelled image datasets.
+
+The generator protocol
+----------------------
+`keras_mgr.wrap()` accepts any generator that is:
+
+- a `keras.Model` called as `generator([z, labels], training=False)`, with
+  `z` float of shape `(batch, latent_dim)` and `labels` int32 class ids of
+  shape `(batch,)`;
+- returning images of shape `(batch, height, width, channels)` with values
+  in `output_range`;
+- carrying the Python attributes `latent_dim` (int), `num_classes` (int) and
+  `output_range` (tuple `(low, high)`).
+
+`ConditionalGenerator` (built by `conditional_generator()`) is the reference
+implementation; its attributes are constructor arguments, so they survive
+`.keras` saving. `ConditionalGAN` trains one on a small dataset (hinge loss,
+projection discriminator, spectral normalisation, DiffAugment) and exposes an
+EMA copy, ready to freeze, as `gan.generator`.
+
+Example:
+
+>>> data = keras_mgr.datasets.load("digits", ratio=0.1)
+>>> gan = keras_mgr.generators.ConditionalGAN(
+...     num_classes=data.num_classes, image_shape=data.image_shape)
+>>> gan.compile()
+>>> gan.fit(data.train.shuffle(1000).batch(64), epochs=300)
+>>> generator = gan.generator
+>>> keras_mgr.generators.generator_quality(generator, data)["accuracy"]
+"""
+
+from keras_mgr.generators.conditional_gan import ConditionalGAN
+from keras_mgr.generators.conditional_generator import ConditionalGenerator
+from keras_mgr.generators.conditional_generator import conditional_generator
+from keras_mgr.generators.diff_augment import DiffAugment
+from keras_mgr.generators.projection_discriminator import ProjectionDiscriminator
+from keras_mgr.generators.quality import frechet_distance
+from keras_mgr.generators.quality import generator_quality
+
+__all__ = [
+    "ConditionalGAN",
+    "ConditionalGenerator",
+    "DiffAugment",
+    "ProjectionDiscriminator",
+    "conditional_generator",
+    "frechet_distance",
+    "generator_quality",
+]

@@ -1,0 +1,196 @@
+"""`keras_mgr.wrap()`: the one-line entry point."""
+
+import keras
+import numpy as np
+
+from keras_mgr.augment import check_differentiable
+from keras_mgr.finder import Finder
+from keras_mgr.mgr_model import MGRModel
+from keras_mgr.regularizer import MGRRegularizer
+
+
+def wrap(
+    backbone,
+    generator,
+    num_classes=None,
+    mode="mgr",
+    *,
+    consistency="l2",
+    pcr_weight=1.0,
+    gda_weight=1.0,
+    augmentation=None,
+    meta_every=1,
+    meta_gradient="second_order",
+    finder_learning_rate=1e-3,
+    finder_hidden_dim=256,
+    finder_conditional=True,
+    synthetic_batch_size=None,
+    meta_batch_size=64,
+    lookahead_training=True,
+    finite_difference_epsilon=0.01,
+    resize_synthetic=False,
+    input_range=None,
+    seed=None,
+    name="mgr_model",
+):
+    """Wraps a backbone and a frozen conditional generator into an `MGRModel`.
+
+    Args:
+        backbone: a built `keras.Model` mapping images `(H, W, C)` to pooled
+            features `(d,)` (e.g. `keras.applications.*(include_top=False,
+            pooling="avg")`). A linear head with `num_classes` logits is added.
+        generator: a frozen (`trainable = False`) `keras.Model` taking
+            `[z, labels]` (`z`: `(batch, latent_dim)`, labels: `(batch,)` int)
+            and returning images; it carries `latent_dim`, `num_classes` and
+            optionally `output_range` attributes.
+        num_classes: int; defaults to `generator.num_classes`.
+        mode: `"mgr"` (default), `"pcr"`, `"metagda"`, `"gda"` or `"base"`
+            (METHOD.md's comparison table; all share one code path).
+        consistency: PCR distance, `"l2"`, `"cosine"` or `"simsiam"`.
+        pcr_weight: lambda, weight of PCR (pcr, mgr).
+        gda_weight: weight of the synthetic cross-entropy (gda, metagda).
+        augmentation: layer making one random view for PCR; must be
+            differentiable w.r.t. the images (checked here). Defaults to
+            `ViewAugmentation` (flip, translate, brightness, contrast).
+        meta_every: the finder's meta step runs every `meta_every` steps.
+        meta_gradient: `"second_order"` (exact, nested tapes) or
+            `"finite_difference"` (DARTS approximation).
+        finder_learning_rate: Adam learning rate of the finder.
+        finder_hidden_dim: width of the finder's residual MLP.
+        finder_conditional: whether the finder sees the class label.
+        synthetic_batch_size: synthetic images per step; default: the real
+            batch size.
+        meta_batch_size: size of the lookahead's validation batch, the most
+            recent real training examples before the current batch.
+        lookahead_training: run the lookahead's validation pass in training
+            mode (batch statistics), the same mode as the inner step.
+        finite_difference_epsilon: DARTS step, divided by `||v||`.
+        resize_synthetic: resize generator output to the backbone input size
+            (otherwise differing sizes are an error).
+        input_range: `(low, high)` the backbone expects; defaults to
+            `backbone.input_range` if set. Must equal the generator's
+            `output_range` when both are declared.
+        seed: int or None; fixes the synthetic draws and views.
+        name: model name.
+
+    Returns:
+        An `MGRModel`; `compile()` it with "auto" defaults and `fit()`.
+
+    Example:
+
+    ```python
+    model = keras_mgr.wrap(backbone, generator, num_classes=10)
+    model.compile(optimizer="adam")
+    model.fit(x_train, y_train, epochs=30)
+    ```
+    """
+    _check_backbone(backbone)
+    latent_dim, generator_classes, output_range = _generator_info(generator)
+    if num_classes is None:
+        num_classes = generator_classes
+    if num_classes is None:
+        raise ValueError(
+            "num_classes is needed: pass it to wrap() or set generator.num_classes. "
+            f"Received: num_classes=None, generator={generator.name!r}"
+        )
+    if generator_classes is not None and int(generator_classes) != int(num_classes):
+        raise ValueError(
+            f"num_classes={num_classes} passed to wrap() does not match the "
+            f"generator's num_classes={generator_classes}."
+        )
+    if generator.trainable and generator.trainable_weights:
+        raise ValueError(
+            "The generator must be frozen: MGR never trains it. Set "
+            "`generator.trainable = False` before wrap(). Received: a generator "
+            f"with {len(generator.trainable_weights)} trainable weights."
+        )
+    image_shape = tuple(backbone.input_shape[1:])
+    input_range = input_range or getattr(backbone, "input_range", None)
+    if input_range is not None and output_range is not None and (
+        tuple(map(float, input_range)) != tuple(map(float, output_range))
+    ):
+        raise ValueError(
+            f"The generator outputs values in {tuple(output_range)} but the backbone "
+            f"expects {tuple(input_range)}. Rescale one of them. Received: "
+            f"generator.output_range={tuple(output_range)}, input_range="
+            f"{tuple(input_range)}"
+        )
+    _check_generator_output(generator, latent_dim, num_classes, image_shape,
+                            resize_synthetic)
+
+    head = keras.layers.Dense(num_classes, name="head")
+    head.build(backbone.output_shape)
+    value_range = tuple(output_range or input_range or (-1.0, 1.0))
+    if augmentation is not None:
+        check_differentiable(augmentation, image_shape)
+    regularizer = MGRRegularizer(
+        consistency, augmentation=augmentation, value_range=value_range,
+        seed=seed, name="regularizer",
+    )
+    regularizer.build(backbone.output_shape)
+    finder = Finder(latent_dim, num_classes, hidden_dim=finder_hidden_dim,
+                    conditional=finder_conditional, name="finder")
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    return MGRModel(
+        backbone, head, generator, num_classes, mode=mode, finder=finder,
+        regularizer=regularizer, pcr_weight=pcr_weight, gda_weight=gda_weight,
+        meta_every=meta_every, meta_gradient=meta_gradient,
+        finder_learning_rate=finder_learning_rate,
+        synthetic_batch_size=synthetic_batch_size, meta_batch_size=meta_batch_size,
+        lookahead_training=lookahead_training,
+        finite_difference_epsilon=finite_difference_epsilon,
+        latent_dim=latent_dim, image_shape=image_shape, seed=seed, name=name,
+    )
+
+
+def _check_backbone(backbone):
+    if not isinstance(backbone, keras.Model) or not backbone.built:
+        raise ValueError(
+            "backbone must be a built keras.Model (images -> pooled features). "
+            f"Received: {backbone!r}"
+        )
+    output_shape = backbone.output_shape
+    if isinstance(output_shape, list) or len(output_shape) != 2:
+        raise ValueError(
+            "The backbone must return pooled feature vectors (batch, features). "
+            "Use pooling='avg' (keras.applications) or end it with "
+            "keras.layers.GlobalAveragePooling2D(). Received: backbone output shape "
+            f"{output_shape}"
+        )
+
+
+def _generator_info(generator):
+    latent_dim = getattr(generator, "latent_dim", None)
+    num_classes = getattr(generator, "num_classes", None)
+    if latent_dim is None:
+        inputs = getattr(generator, "inputs", None)
+        if inputs and len(inputs) == 2 and len(inputs[0].shape) == 2:
+            latent_dim = inputs[0].shape[-1]
+    if latent_dim is None:
+        raise ValueError(
+            "Cannot tell the generator's latent size: give it a `latent_dim` "
+            "attribute or make it a keras.Model with inputs [z, labels]. "
+            f"Received: generator={generator!r}"
+        )
+    return int(latent_dim), num_classes, getattr(generator, "output_range", None)
+
+
+def _check_generator_output(generator, latent_dim, num_classes, image_shape, resize):
+    batch = min(2, num_classes)
+    images = generator(
+        [np.zeros((batch, latent_dim), "float32"), np.arange(batch, dtype="int32")],
+        training=False,
+    )
+    shape = tuple(images.shape[1:])
+    if shape == image_shape:
+        return
+    if resize and len(shape) == 3 and shape[-1] == image_shape[-1]:
+        return
+    hint = "pass resize_synthetic=True to resize it" if shape[-1:] == image_shape[-1:] else (
+        "the channel counts differ")
+    raise ValueError(
+        f"The generator output shape {shape} does not match the backbone input "
+        f"{image_shape} ({hint}). Received: generator output {shape}, backbone "
+        f"input {image_shape}"
+    )
