@@ -118,7 +118,7 @@ class ViewAugmentation(keras.layers.Layer):
 def _shift(images, offsets, axis):
     """Shifts each image by its own integer offset along `axis`, repeating edges."""
     size = images.shape[axis]
-    index = ops.clip(ops.arange(size)[None, :] - offsets[:, None], 0, size - 1)
+    index = ops.clip(ops.arange(size, dtype="int32")[None, :] - offsets[:, None], 0, size - 1)
     index = ops.reshape(index, (-1, size, 1, 1) if axis == 1 else (-1, 1, size, 1))
     return ops.take_along_axis(images, ops.broadcast_to(index, ops.shape(images)), axis=axis)
 

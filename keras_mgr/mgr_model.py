@@ -9,6 +9,7 @@ from keras_mgr import meta
 from keras_mgr.finder import Finder
 from keras_mgr.regularizer import MGRRegularizer
 from keras_mgr.synthetic import SyntheticSampler
+from keras_mgr.utils import full_precision
 
 MODES = ("base", "gda", "metagda", "pcr", "mgr")
 META_GRADIENTS = ("second_order", "finite_difference")
@@ -216,7 +217,7 @@ class MGRModel(keras.Model):
 
     def draw(self, batch_size):
         """Random draws of one step: latents, labels and both view transforms."""
-        z, labels = self.sampler.sample(batch_size, dtype="float32")
+        z, labels = self.sampler.sample(batch_size, dtype=keras.config.floatx())
         draws = {"z": z, "labels": labels}
         if self.uses_pcr:
             template = ops.zeros((batch_size,) + self.image_shape, self.compute_dtype)
@@ -278,8 +279,9 @@ class MGRModel(keras.Model):
             theta, state, x_val, training=self.lookahead_training
         )
         per_example = keras.losses.sparse_categorical_crossentropy(
-            y_val, ops.cast(logits, "float32"), from_logits=True
+            y_val, full_precision(logits), from_logits=True
         )
+        weights = ops.cast(weights, per_example.dtype)
         loss = ops.sum(per_example * weights) / ops.maximum(ops.sum(weights), 1.0)
         return self._scale_for_replicas(loss)
 
@@ -375,7 +377,7 @@ class MGRModel(keras.Model):
         if meta_step and self.uses_finder:
             x_val, y_val = self.meta_images.value, self.meta_labels.value
             val_weights = ops.cast(
-                ops.arange(self.meta_batch_size) < self.meta_count.value, "float32")
+                ops.arange(self.meta_batch_size, dtype="int32") < self.meta_count.value, "float32")
             meta_grads, grads, loss_val, total, aux = self.meta_gradient_of(
                 theta_vars, state, phi_vars, x, y, draws, ops.cast(x_val, x.dtype), y_val,
                 val_weights, sample_weight)
@@ -449,10 +451,10 @@ class MGRModel(keras.Model):
 
     # Helpers ----------------------------------------------------------
     def _ce(self, y, logits, sample_weight=None):
-        return self._compile_loss(y, ops.cast(logits, "float32"), sample_weight)
+        return self._compile_loss(y, full_precision(logits), sample_weight)
 
     def _learning_rate(self):
-        return ops.cast(self.optimizer.learning_rate, "float32")
+        return ops.cast(self.optimizer.learning_rate, keras.config.floatx())
 
     def _loss_scale(self):
         scale = getattr(self.optimizer, "dynamic_scale", None)

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_mgr.augment import ViewAugmentation
+from keras_mgr.utils import full_precision
 
 CONSISTENCIES = ("l2", "cosine", "simsiam")
 
@@ -126,14 +127,14 @@ class MGRRegularizer(keras.layers.Layer):
         passes one that stops only the inner derivative (see `MGRModel`).
         """
         stop_gradient = stop_gradient or ops.stop_gradient
-        features = ops.cast(features, "float32")
+        features = full_precision(features)
         f1, f2 = ops.split(features, 2, axis=0)
         if self.consistency == "l2":
             return ops.mean(ops.square(f1 - f2))
         if self.consistency == "cosine":
             return ops.mean(2.0 - 2.0 * _cosine(f1, f2))
-        z = ops.cast(self.projector(features), "float32")
-        p = ops.cast(self.predictor(z), "float32")
+        z = full_precision(self.projector(features))
+        p = full_precision(self.predictor(z))
         z1, z2 = ops.split(z, 2, axis=0)
         p1, p2 = ops.split(p, 2, axis=0)
         return ops.mean(

@@ -1,0 +1,14 @@
+"""Small helpers shared by the model and the regularizer."""
+
+from keras import ops
+
+
+def full_precision(x):
+    """Casts half-precision tensors (mixed precision) to float32; keeps float32/64.
+
+    Losses are computed at full precision; float64 runs (the gradient checks)
+    must not be truncated to float32.
+    """
+    if str(x.dtype) in ("float16", "bfloat16"):
+        return ops.cast(x, "float32")
+    return x

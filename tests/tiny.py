@@ -1,0 +1,42 @@
+"""Tiny backbones and generators the tests build (no downloads)."""
+
+import keras
+import numpy as np
+from keras import layers
+
+from keras_mgr.layers import ExactBatchNormalization
+
+
+def backbone(image_shape=(8, 8, 1), norm=None, activation="tanh", filters=4, momentum=0.9):
+    """Conv -> [BN] -> activation -> global average pool."""
+    inputs = keras.Input(image_shape)
+    h = layers.Conv2D(filters, 3, padding="same")(inputs)
+    if norm == "keras":
+        h = layers.BatchNormalization(momentum=momentum)(h)
+    elif norm == "exact":
+        h = ExactBatchNormalization(momentum=momentum)(h)
+    h = layers.Activation(activation)(h)
+    return keras.Model(inputs, layers.GlobalAveragePooling2D()(h), name="backbone")
+
+
+def generator(latent_dim=5, num_classes=3, image_shape=(8, 8, 1), output_range=(-1.0, 1.0)):
+    """A frozen class-conditional generator: tanh(Dense([z, embed(y)]))."""
+    z = keras.Input((latent_dim,))
+    y = keras.Input((), dtype="int32")
+    e = layers.Embedding(num_classes, latent_dim)(y)
+    h = layers.Concatenate()([z, e])
+    h = layers.Dense(int(np.prod(image_shape)), activation="tanh")(h)
+    model = keras.Model([z, y], layers.Reshape(image_shape)(h), name="generator")
+    model.latent_dim = latent_dim
+    model.num_classes = num_classes
+    model.output_range = output_range
+    model.trainable = False
+    return model
+
+
+def data(n=24, image_shape=(8, 8, 1), num_classes=3, seed=0):
+    """Random images in [-1, 1] whose class shifts the mean (learnable)."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % num_classes
+    x = rng.uniform(-1, 1, (n,) + image_shape) * 0.5 + (y[:, None, None, None] - 1) * 0.4
+    return x.astype(keras.config.floatx()), y.astype("int32")
