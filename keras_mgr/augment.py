@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_mgr import random
+
 
 @keras.saving.register_keras_serializable(package="keras_mgr")
 class ViewAugmentation(keras.layers.Layer):
@@ -63,11 +65,11 @@ class ViewAugmentation(keras.layers.Layer):
 
     def get_random_transformation(self, images, training=True, seed=None):
         """Draws per-image parameters: a dict of tensors of leading size batch."""
-        seed = seed if seed is not None else self.seed_generator
+        seed = random.next_seed(seed if seed is not None else self.seed_generator)
         batch = ops.shape(images)[0]
         max_dy = int(self.translate * images.shape[1])
         max_dx = int(self.translate * images.shape[2])
-        uniform = keras.random.uniform((batch, 5), seed=seed)
+        uniform = random.uniform((batch, 5), seed)
         return {
             "flip": uniform[:, 0] < (0.5 if self.flip else 0.0),
             # Integer shifts in [-max, max]: uniform * (2 max + 1) floors evenly.

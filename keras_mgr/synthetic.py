@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_mgr import random
+
 
 @keras.saving.register_keras_serializable(package="keras_mgr")
 class SyntheticSampler(keras.layers.Layer):
@@ -46,18 +48,13 @@ class SyntheticSampler(keras.layers.Layer):
 
     def sample(self, batch_size, dtype=None):
         """Returns `(z, labels)`: `(batch_size, latent_dim)` and `(batch_size,)` int32."""
-        import tensorflow as tf
-
-        seed = _replica_seed(self.seed_generator)
-        z = tf.random.stateless_normal(
-            (batch_size, self.latent_dim), seed=seed, dtype=dtype or self.compute_dtype
-        )
-        # Rotation offset and permutation from one uniform draw of size n + 1.
-        u = tf.random.stateless_uniform((batch_size + 1,), seed=seed[::-1])
-        offset = tf.cast(u[0] * self.num_classes, "int32")
-        labels = (tf.range(batch_size, dtype="int32") + offset) % self.num_classes
-        labels = tf.gather(labels, tf.argsort(u[1:]))
-        return z, labels
+        seed = random.next_seed(self.seed_generator)
+        z = random.normal((batch_size, self.latent_dim), seed, dtype or self.compute_dtype)
+        # A random rotation of 0..C-1, 0..C-1, ..., then a random permutation.
+        u = random.uniform((batch_size + 1,), seed, stream=7)
+        offset = ops.cast(u[0] * self.num_classes, "int32")
+        labels = (ops.arange(batch_size, dtype="int32") + offset) % self.num_classes
+        return z, ops.take(labels, ops.argsort(u[1:]))
 
     def get_config(self):
         return {
@@ -67,15 +64,3 @@ class SyntheticSampler(keras.layers.Layer):
             "seed": self.seed,
         }
 
-
-def _replica_seed(seed_generator):
-    """A fresh `(2,)` seed, different on each replica of a tf.distribute strategy."""
-    import tensorflow as tf
-
-    seed = tf.cast(seed_generator.next(), "int64")
-    replica = tf.distribute.get_replica_context()
-    if replica is not None and tf.distribute.get_strategy().num_replicas_in_sync > 1:
-        seed = seed + tf.cast(
-            tf.stack([0, replica.replica_id_in_sync_group]), seed.dtype
-        ) * tf.constant(1_000_003, seed.dtype)
-    return seed

@@ -10,10 +10,12 @@ import pytest  # noqa: E402
 @pytest.fixture
 def float64():
     """Runs the test in float64 (finite differences need it)."""
-    previous = keras.config.floatx()
+    previous = keras.config.floatx(), keras.config.dtype_policy()
     keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")  # the global policy is cached
     yield
-    keras.config.set_floatx(previous)
+    keras.config.set_floatx(previous[0])
+    keras.config.set_dtype_policy(previous[1])
 
 
 @pytest.fixture(autouse=True)

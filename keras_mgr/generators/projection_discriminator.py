@@ -55,7 +55,10 @@ class ProjectionDiscriminator(keras.Model):
             )(x)
             x = keras.layers.LeakyReLU(0.2)(x)
             filters *= 2
-        features = keras.layers.GlobalAveragePooling2D(name="phi")(x)
+        # Sum pooling (SNGAN): with every layer 1-Lipschitz, averaging would
+        # keep the logits too small for the hinge loss to separate.
+        features = keras.layers.GlobalAveragePooling2D()(x)
+        features = keras.layers.Rescaling(x.shape[1] * x.shape[2], name="phi")(features)
         unconditional = sn(keras.layers.Dense(1, name="linear"))(features)
         # One-hot + bias-free Dense is an embedding that SpectralNormalization
         # can wrap (it casts outputs to the input dtype: int for raw labels).

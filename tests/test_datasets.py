@@ -1,0 +1,243 @@
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_mgr import datasets
+from keras_mgr.datasets import Dataset
+from keras_mgr.datasets import load
+from keras_mgr.datasets import stratified_subset
+from keras_mgr.datasets.stratified_subset import stratified_split
+
+
+# --- stratified_subset ------------------------------------------------------
+
+
+def test_stratified_subset_counts_by_hand():
+    labels = np.array([0] * 10 + [1] * 20 + [2] * 5)
+    idx = stratified_subset(labels, 0.5, seed=0)
+    # floor(0.5 * n + 0.5): 10 -> 5, 20 -> 10, 5 -> 3 (2.5 rounds half up).
+    np.testing.assert_array_equal(np.bincount(labels[idx]), [5, 10, 3])
+    assert len(np.unique(idx)) == len(idx)
+    assert np.all(np.diff(idx) > 0)
+
+
+def test_stratified_subset_keeps_one_per_class():
+    labels = np.array([0] * 50 + [1] * 50 + [2] * 2)
+    idx = stratified_subset(labels, 0.1, seed=3)
+    np.testing.assert_array_equal(np.bincount(labels[idx]), [5, 5, 1])
+
+
+def test_stratified_subset_deterministic_and_seeded():
+    labels = np.repeat(np.arange(10), 30)
+    a = stratified_subset(labels, 0.2, seed=7)
+    b = stratified_subset(labels, 0.2, seed=7)
+    c = stratified_subset(labels, 0.2, seed=8)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_stratified_subset_nested_across_ratios():
+    labels = np.repeat(np.arange(5), 40)
+    small = stratified_subset(labels, 0.1, seed=1)
+    large = stratified_subset(labels, 0.5, seed=1)
+    assert set(small) <= set(large)
+
+
+def test_stratified_subset_ratio_one_is_everything():
+    labels = np.array([2, 0, 1, 1, 0])
+    np.testing.assert_array_equal(stratified_subset(labels, 1.0, seed=5), np.arange(5))
+
+
+@pytest.mark.parametrize("ratio", [0.0, -0.1, 1.5, float("nan"), "half"])
+def test_stratified_subset_ratio_out_of_range(ratio):
+    with pytest.raises(ValueError, match=r"ratio must be in \(0, 1\]. Received: ratio="):
+        stratified_subset([0, 1, 0, 1], ratio, seed=0)
+
+
+def test_stratified_subset_too_small():
+    labels = np.repeat(np.arange(10), 10)  # 100 examples, 10 classes
+    with pytest.raises(ValueError, match=r"keeps about 5 of 100 examples, fewer than the 10"):
+        stratified_subset(labels, 0.05, seed=0)
+
+
+def test_stratified_split_by_hand():
+    labels = np.array([0] * 10 + [1] * 4)
+    first, second = stratified_split(labels, 0.3, seed=0)
+    # floor(0.3 * 10 + 0.5) = 3, floor(0.3 * 4 + 0.5) = 1
+    np.testing.assert_array_equal(np.bincount(labels[second]), [3, 1])
+    np.testing.assert_array_equal(np.bincount(labels[first]), [7, 3])
+    assert set(first).isdisjoint(second)
+    assert len(first) + len(second) == len(labels)
+
+
+def test_stratified_split_needs_two_per_class():
+    with pytest.raises(ValueError, match=r"\{1: 1\}"):
+        stratified_split([0, 0, 0, 1], 0.5, seed=0)
+
+
+# --- digits -----------------------------------------------------------------
+
+
+def test_digits_full_shapes_and_range():
+    data = load("digits", image_size=32)
+    assert isinstance(data, Dataset)
+    # 1797 images, a fixed ~70/30 stratified split.
+    assert len(data.y_train) + len(data.y_test) == 1797
+    assert len(data.y_test) == 539
+    assert data.x_train.shape == (1258, 32, 32, 1)
+    assert data.x_train.dtype == np.float32 and data.y_train.dtype == np.int32
+    assert data.x_train.min() == -1.0 and data.x_train.max() == 1.0
+    assert data.num_classes == 10 and data.image_shape == (32, 32, 1)
+    assert data.class_names == [str(i) for i in range(10)]
+    assert data.x_val.shape == (0, 32, 32, 1)
+
+
+def test_digits_native_size_matches_sklearn():
+    from sklearn.datasets import load_digits
+
+    data = load("digits", image_size=8, value_range=(0.0, 16.0))
+    raw = load_digits()
+    # Every returned training image is one of sklearn's, unchanged.
+    lookup = {img.tobytes(): t for img, t in zip(raw.images.astype("float32"), raw.target)}
+    for image, label in zip(data.x_train[:50, ..., 0], data.y_train[:50]):
+        assert lookup[image.tobytes()] == label
+
+
+def test_digits_subset_is_stratified_and_test_fixed():
+    full = load("digits")
+    a = load("digits", ratio=0.1, seed=1)
+    b = load("digits", ratio=0.1, seed=1)
+    c = load("digits", ratio=0.1, seed=2)
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    assert not np.array_equal(a.x_train, c.x_train)
+    counts = np.bincount(a.y_train, minlength=10)
+    assert counts.min() >= 12 and counts.max() <= 13
+    assert len(a.y_train) == 128
+    for other in (a, c):
+        np.testing.assert_array_equal(other.x_test, full.x_test)
+        np.testing.assert_array_equal(other.y_test, full.y_test)
+
+
+def test_digits_validation_split():
+    data = load("digits", ratio=0.2, seed=0, validation_ratio=0.25)
+    subset = load("digits", ratio=0.2, seed=0)
+    assert len(subset.y_train) == 250  # about 25 of each class's ~126
+    # The validation split is carved out of the same subset, ~25% per class.
+    assert len(data.y_train) + len(data.y_val) == 250
+    assert 60 <= len(data.y_val) <= 65
+    np.testing.assert_array_equal(
+        np.sort(np.concatenate([data.y_train, data.y_val])), np.sort(subset.y_train)
+    )
+    assert set(np.unique(data.y_val)) == set(range(10))
+    assert set(np.unique(data.y_train)) == set(range(10))
+    train = {x.tobytes() for x in data.x_train}
+    assert not any(x.tobytes() in train for x in data.x_val)
+
+
+def test_digits_value_range():
+    data = load("digits", ratio=0.1, value_range=(0.0, 1.0))
+    assert data.x_train.min() == 0.0 and data.x_train.max() == 1.0
+
+
+def test_tf_data_views():
+    data = load("digits", ratio=0.1, image_size=16)
+    image, label = next(iter(data.train))
+    assert image.shape == (16, 16, 1) and label.dtype == tf.int32
+    batches = list(data.as_dataset("train", batch_size=50))
+    assert [len(b[1]) for b in batches] == [50, 50, 28]
+    shuffled = np.concatenate([y for _, y in data.as_dataset("train", 50, shuffle=True, seed=1)])
+    assert sorted(shuffled.tolist()) == sorted(data.y_train.tolist())
+    assert sum(len(y) for _, y in data.as_dataset("test", 1000)) == 539
+    with pytest.raises(ValueError, match="Received: split='dev'"):
+        data.as_dataset("dev")
+
+
+def test_load_errors():
+    with pytest.raises(ValueError, match=r"Received: ratio=0"):
+        load("digits", ratio=0)
+    with pytest.raises(ValueError, match=r"Received: ratio=1.2"):
+        load("digits", ratio=1.2)
+    with pytest.raises(ValueError, match="fewer than the 10 classes"):
+        load("digits", ratio=0.005)
+    with pytest.raises(FileNotFoundError, match="no/such/folder"):
+        load("./no/such/folder")
+    with pytest.raises(FileNotFoundError, match="Received: path=None"):
+        load("folder")
+    with pytest.raises(ValueError, match="Received: validation_ratio=1.0"):
+        load("digits", validation_ratio=1.0)
+
+
+# --- image folder -------------------------------------------------------------
+
+
+def _write_pngs(root, classes, per_class, size=(12, 20)):
+    for c, name in enumerate(classes):
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+        for i in range(per_class):
+            # Class c is a flat image of grey level 40 * c + i (i < 5).
+            image = np.full(size + (3,), 40 * c + i, dtype="uint8")
+            png = tf.io.encode_png(image)
+            tf.io.write_file(os.path.join(root, name, f"{i}.png"), png)
+
+
+def test_image_folder_split(tmp_path):
+    _write_pngs(str(tmp_path), ["cat", "dog", "emu"], per_class=5)
+    data = load(str(tmp_path), image_size=8, value_range=(0.0, 255.0))
+    assert data.class_names == ["cat", "dog", "emu"]
+    assert data.x_train.shape[1:] == (8, 8, 3)
+    # 5 per class: floor(0.3 * 5 + 0.5) = 2 test, 3 train.
+    np.testing.assert_array_equal(np.bincount(data.y_test), [2, 2, 2])
+    np.testing.assert_array_equal(np.bincount(data.y_train), [3, 3, 3])
+    # Flat images stay flat: the grey level identifies class and index.
+    levels = data.x_train[:, 0, 0, 0]
+    np.testing.assert_allclose(data.x_train, levels[:, None, None, None] + 0 * data.x_train)
+    np.testing.assert_array_equal(levels // 40, data.y_train)
+    same = load("folder", data_dir=str(tmp_path), image_size=8, value_range=(0.0, 255.0))
+    np.testing.assert_array_equal(same.x_test, data.x_test)
+
+
+def test_image_folder_train_test_subfolders(tmp_path):
+    _write_pngs(str(tmp_path / "train"), ["a", "b"], per_class=4)
+    _write_pngs(str(tmp_path / "test"), ["a", "b"], per_class=2)
+    data = load(str(tmp_path), image_size=8, ratio=0.5, seed=0)
+    assert len(data.y_test) == 4 and len(data.y_train) == 4
+    np.testing.assert_array_equal(np.bincount(data.y_train), [2, 2])
+    assert data.x_train.min() >= -1.0 and data.x_train.max() <= 1.0
+
+
+# --- TensorFlow Datasets (mock data, never downloads) ---------------------------
+
+
+def test_tfds_mock():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=40):
+        data = load("mnist", image_size=16, ratio=1.0)
+        assert data.x_train.shape == (40, 16, 16, 3)
+        assert len(data.y_test) == 40
+        assert data.num_classes == 10
+        assert data.x_train.min() >= -1.0 and data.x_train.max() <= 1.0
+        half = load("mnist", image_size=16, ratio=0.5, seed=0)
+        assert set(np.unique(half.y_train)) == set(np.unique(data.y_train))
+        assert len(half.y_train) < 40
+
+
+def test_tfds_friendly_name_mock():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    assert datasets.TFDS_NAMES["flowers"][0] == "oxford_flowers102"
+    with tfds.testing.mock_data(num_examples=6):
+        data = load("flowers", image_size=8)
+    assert data.num_classes == 102
+    assert data.class_names[0] == "pink primrose"
+    assert data.x_train.shape[1:] == (8, 8, 3)
+
+
+def test_unknown_name_lists_known_names():
+    with pytest.raises(ValueError, match=r"Known names: \['digits', 'aircraft', 'birds'.*name='no_such_set'"):
+        load("no_such_set")
+
+
+def test_aircraft_points_to_folder():
+    with pytest.raises(ValueError, match="not in the TensorFlow Datasets catalog"):
+        load("aircraft")

@@ -1,0 +1,133 @@
+"""MGRModel: training behaviour of every mode, statelessness, XLA parity."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tiny
+
+import keras_mgr
+
+MODES = keras_mgr.MODES
+
+
+def build(mode="mgr", norm=None, seed=0, jit_compile=False, optimizer=None, **kwargs):
+    keras.utils.set_random_seed(seed)
+    model = keras_mgr.wrap(tiny.backbone(norm=norm), tiny.generator(), num_classes=3,
+                           mode=mode, seed=seed, meta_batch_size=8,
+                           finder_hidden_dim=8, **kwargs)
+    model.compile(optimizer=optimizer or keras.optimizers.Adam(1e-2), jit_compile=jit_compile)
+    return model
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_fit_evaluate_predict_numpy_and_tf_data(mode):
+    x, y = tiny.data(24)
+    model = build(mode)
+    history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    expected = {"loss", "ce_loss", "accuracy"}
+    expected |= {"pcr_loss"} if mode in ("pcr", "mgr") else set()
+    expected |= {"gda_loss"} if mode in ("gda", "metagda") else set()
+    expected |= {"meta_loss"} if mode in ("metagda", "mgr") else set()
+    assert set(history.history) == expected
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    model.fit(dataset, epochs=1, verbose=0)
+    results = model.evaluate(dataset, verbose=0, return_dict=True)
+    assert set(results) == {"loss", "accuracy"}
+    assert model.predict(x, verbose=0).shape == (24, 3)
+    assert model.predict(dataset, verbose=0).shape == (24, 3)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_training_loss_decreases(mode):
+    x, y = tiny.data(48)
+    model = build(mode, norm="keras")
+    history = model.fit(x, y, batch_size=16, epochs=12, verbose=0).history
+    assert history["ce_loss"][-1] < 0.8 * history["ce_loss"][0], history["ce_loss"]
+    assert history["loss"][-1] < history["loss"][0]
+
+
+def test_one_hot_labels_train_like_class_ids():
+    x, y = tiny.data(16)
+    a = build("mgr").fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    b = build("mgr").fit(x, np.eye(3)[y], batch_size=8, epochs=1, verbose=0, shuffle=False)
+    np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_jit_compile_matches_graph(mode):
+    x, y = tiny.data(8)
+    weights = []
+    for jit in (False, True):
+        # SGD: Adam turns the ~1e-9 rounding noise on the conv bias before BN
+        # (whose true gradient is 0) into full-size steps of random sign.
+        model = build(mode, norm="keras", jit_compile=jit,
+                      optimizer=keras.optimizers.SGD(0.1))
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+        weights.append([v.numpy() for v in model.weights])
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_meta_step_is_fused_and_leaves_bn_to_real_batch():
+    """The lookahead assigns nothing: after one meta step the weights equal a
+    plain Adam step on the same loss, and BN statistics equal those of the
+    real batch alone."""
+    x, y = tiny.data(8)
+    meta_model = build("mgr", norm="keras")
+    plain_model = build("mgr", norm="keras")
+    meta_model.meta_train_step((x, y))
+    plain_model.train_step((x, y))
+    for a, b in zip(meta_model.classifier_variables, plain_model.classifier_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    # BN moving statistics: exactly one momentum update from the real batch.
+    reference = build("base", norm="keras")
+    reference.train_step((x, y))
+    for a, b in zip(meta_model.backbone.non_trainable_variables,
+                    reference.backbone.non_trainable_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    # ...while the finder did move.
+    changed = [not np.allclose(v.numpy(), w.numpy()) for v, w in zip(
+        meta_model.finder.trainable_variables, plain_model.finder.trainable_variables)]
+    assert any(changed)
+
+
+def test_pcr_gradient_never_reaches_head_but_gda_does():
+    x, y = tiny.data(8)
+    for mode, head_moves in (("pcr", False), ("gda", True)):
+        model = build(mode)
+        theta = [v.value for v in model.classifier_variables]
+        state = [v.value for v in model.backbone.non_trainable_variables]
+        draws = model.draw(8)
+        with tf.GradientTape() as tape:
+            images = model.synthesize([], draws)
+            synthetic, _ = model.synthetic_loss(theta, state, images, draws)
+        head, backbone = tape.gradient(
+            synthetic, [theta[len(model.backbone.trainable_variables):], theta[:1]],
+            unconnected_gradients="zero")
+        head_norm = sum(float(tf.reduce_sum(g**2)) for g in head)
+        assert (head_norm > 0) == head_moves, (mode, head_norm)
+        assert float(tf.reduce_sum(backbone[0] ** 2)) > 0
+
+
+def test_fresh_finder_gives_uniform_latents():
+    model = build("mgr")
+    draws = model.draw(6)
+    finder_images = model.synthesize([v.value for v in model.finder.trainable_variables],
+                                     draws)
+    uniform_images = model.generator([draws["z"], draws["labels"]])
+    np.testing.assert_array_equal(finder_images.numpy(), uniform_images.numpy())
+
+
+def test_meta_every_schedules_on_the_host():
+    x, y = tiny.data(32)
+    model = build("mgr", meta_every=2)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert model.finder_optimizer.iterations.numpy() == 2  # steps 0 and 2 of 4
+
+
+def test_synthetic_batch_size_option():
+    model = build("pcr", synthetic_batch_size=5)
+    assert model.draw(5)["z"].shape == (5, 5)
+    x, y = tiny.data(16)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
