@@ -51,7 +51,7 @@ def test_differentiable_and_xla():
     assert float(tf.reduce_sum(tf.abs(tape.gradient(total, images)))) > 0
     t = aug.get_random_transformation(images)
     xla = tf.function(aug.transform_images, jit_compile=True)(images, t)
-    np.testing.assert_allclose(xla, aug.transform_images(images, t), rtol=1e-6)
+    np.testing.assert_allclose(xla, aug.transform_images(images, t), rtol=1e-5, atol=1e-6)
 
 
 def test_tf_data_and_serialization():
