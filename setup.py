@@ -28,6 +28,6 @@ setuptools.setup(
     extras_require={
         "cpu": ["tensorflow-cpu>=2.18"],
         "gpu": ["tensorflow[and-cuda]>=2.18"],
-        "test": ["pytest", "pytest-xdist", "ruff"],
+        "test": ["pytest", "pytest-xdist", "ruff"],  # = requirements-test.txt
     },
 )

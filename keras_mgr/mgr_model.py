@@ -4,8 +4,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_mgr import checks
-from keras_mgr import meta
+from keras_mgr import checks, meta
 from keras_mgr.finder import Finder
 from keras_mgr.regularizer import MGRRegularizer
 from keras_mgr.synthetic import SyntheticSampler

@@ -73,7 +73,7 @@ def test_discriminator_projection_term():
     assert out.shape == (3, 1)
     # Same image, different labels: only the projection term differs.
     phi = keras.Model(d.inputs, d.get_layer("phi").output)([images, np.zeros(3, "int32")])
-    embed = d.get_layer("label_embedding").layer.kernel  # (3, features)
+    embed = d.get_layer("sn_label_embedding").layer.kernel  # (3, features)
     expected = keras.ops.convert_to_numpy(keras.ops.sum(embed * phi, axis=1))
     np.testing.assert_allclose(out[:, 0] - out[0, 0], expected - expected[0], rtol=1e-4, atol=1e-5)
 

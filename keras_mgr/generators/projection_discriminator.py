@@ -39,7 +39,7 @@ class ProjectionDiscriminator(keras.Model):
         num_downsamples, _ = _upsampling_plan(image_shape)
 
         def sn(layer):
-            return keras.layers.SpectralNormalization(layer)
+            return keras.layers.SpectralNormalization(layer, name=f"sn_{layer.name}")
 
         images = keras.Input(image_shape, name="images")
         labels = keras.Input((), dtype="int32", name="labels")
