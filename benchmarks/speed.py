@@ -71,7 +71,7 @@ def measure(configs, image_shape, steps, rounds, batch_size):
     y = rng.integers(0, NUM_CLASSES, n)
     models = {c: build(c, image_shape, generator) for c in configs}
     times = {c: [] for c in configs}
-    for c, model in models.items():  # warm-up: tracing and compilation
+    for model in models.values():  # warm-up: tracing and compilation
         model.fit(x[: 2 * batch_size], y[: 2 * batch_size], batch_size=batch_size,
                   epochs=1, verbose=0)
     for _ in range(rounds):
