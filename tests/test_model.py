@@ -131,3 +131,17 @@ def test_synthetic_batch_size_option():
     assert model.draw(5)["z"].shape == (5, 5)
     x, y = tiny.data(16)
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    x, y = tiny.data(16)
+    model = build("mgr", norm="keras")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-6)
+    assert loaded.mode == "mgr" and loaded.generator.trainable is False
+    assert loaded.finder_optimizer.iterations.numpy() == 2
+    for a, b in zip(loaded.finder.weights, model.finder.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
