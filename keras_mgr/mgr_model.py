@@ -120,8 +120,12 @@ class MGRModel(keras.Model):
                 shape=(), initializer="zeros", dtype="int32",
                 trainable=False, name="meta_count",
             )
+        self.nonfinite = self.add_weight(
+            shape=(), initializer="zeros", dtype="int32", trainable=False,
+            name="nonfinite", aggregation="only_first_replica",
+        )
         self.finder_optimizer = None
-        self._meta_counter = None
+        self._host_step = None
         self.build((None,) + self.image_shape)
 
     def build(self, input_shape):
@@ -373,6 +377,7 @@ class MGRModel(keras.Model):
         if self.uses_synthetic:
             draws = self.draw(self.synthetic_batch_size or ops.shape(x)[0])
 
+        loss_val = meta_grads = None
         if meta_step and self.uses_finder:
             x_val, y_val = self.meta_images.value, self.meta_labels.value
             val_weights = ops.cast(
@@ -380,8 +385,6 @@ class MGRModel(keras.Model):
             meta_grads, grads, loss_val, total, aux = self.meta_gradient_of(
                 theta_vars, state, phi_vars, x, y, draws, ops.cast(x_val, x.dtype), y_val,
                 val_weights, sample_weight)
-            self.finder_optimizer.apply(meta_grads, phi_vars)
-            self.meta_tracker.update_state(self._unscale_for_replicas(loss_val))
         else:
             with tf.GradientTape() as tape:
                 total, aux = self.train_loss(
@@ -390,8 +393,16 @@ class MGRModel(keras.Model):
                 scaled = self.optimizer.scale_loss(total)
             grads = tape.gradient(scaled, updated)
             grads = self._unscale(grads)
-        self.optimizer.apply(grads, updated)
-        self._write_back_state(aux["real_state"], aux["synthetic_state"])
+
+        # A non-finite term must not reach any weight: skip this step's
+        # updates and let the host stop training (`_check_finite`).
+        ok = self._record_nonfinite(aux, loss_val, grads)
+        self._apply_if(ok, self.optimizer, grads, updated)
+        if meta_grads is not None:
+            meta_ok = ops.logical_and(ok, _all_finite(meta_grads))  # loss-scale overflow
+            self._apply_if(meta_ok, self.finder_optimizer, meta_grads, phi_vars)
+            self.meta_tracker.update_state(self._unscale_for_replicas(loss_val))
+        self._write_back_state(aux["real_state"], aux["synthetic_state"], ok)
         if self.uses_finder:
             self._remember(x, y)
 
@@ -422,24 +433,24 @@ class MGRModel(keras.Model):
 
         A `tf.cond` holding the meta step inside one XLA-compiled function was
         measured ~90x slower on CPU than choosing between two compiled
-        functions from Python (KERAS_NOTES.md).
+        functions from Python (KERAS_NOTES.md). After each call the host
+        checks the step's non-finite flag (one scalar read).
         """
         if self.train_function is not None and not force:
             return self.train_function
         plain = self._make_function(self.train_step)
-        if not self.uses_finder:
-            self.train_function = plain
-            return plain
-        fused = self._make_function(self.meta_train_step)
-        self._meta_counter = None
+        fused = self._make_function(self.meta_train_step) if self.uses_finder else plain
+        self._host_step = None
 
         def train_function(iterator):
-            if self._meta_counter is None:
+            if self._host_step is None:
                 # Resume the schedule from the optimizer's step count.
-                self._meta_counter = int(self.optimizer.iterations.numpy())
-            step = self._meta_counter
-            self._meta_counter += self.steps_per_execution
-            return (fused if step % self.meta_every == 0 else plain)(iterator)
+                self._host_step = int(self.optimizer.iterations.numpy())
+            step = self._host_step
+            self._host_step += self.steps_per_execution
+            logs = (fused if step % self.meta_every == 0 else plain)(iterator)
+            self._check_finite()
+            return logs
 
         self.train_function = train_function
         return train_function
@@ -484,12 +495,58 @@ class MGRModel(keras.Model):
         n = self._replicas()
         return value if n == 1 else value * n
 
-    def _write_back_state(self, real_state, synthetic_state):
+    def _write_back_state(self, real_state, synthetic_state, ok):
         for var, is_seed, real, synthetic in zip(
             self.backbone.non_trainable_variables, self._is_seed_state,
             real_state, synthetic_state,
         ):
-            var.assign(synthetic if is_seed else real)
+            var.assign(synthetic if is_seed else ops.where(ok, real, var.value))
+
+    def _apply_if(self, ok, optimizer, grads, variables):
+        """`optimizer.apply` only where `ok`.
+
+        On one device the update is skipped entirely (`cond`). Under
+        tf.distribute an optimizer cannot sit inside a `cond` (its all-reduce
+        is a merge point), so the gradients are zeroed instead: no NaN reaches
+        a weight, though momentum may still move the weights on that step.
+        """
+        if self._replicas() == 1:
+            ops.cond(ok, lambda: optimizer.apply(grads, variables), lambda: None)
+            return
+        grads = [None if g is None else ops.where(ok, g, ops.zeros_like(g)) for g in grads]
+        optimizer.apply(grads, variables)
+
+    def _record_nonfinite(self, aux, meta_loss, grads):
+        """Stores which term (if any) is non-finite; returns True if all are finite."""
+        terms = [aux["ce"], aux.get("synthetic"), meta_loss]
+        code = ops.zeros((), "int32")
+        for index in reversed(range(len(terms))):  # the first bad term wins
+            if terms[index] is not None:
+                code = ops.where(ops.all(ops.isfinite(terms[index])), code, index + 1)
+        if not self._loss_scaled():  # with loss scaling, overflow is routine
+            code = ops.where(ops.logical_or(code > 0, _all_finite(grads)), code, 4)
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and self._replicas() > 1:
+            code = replica.all_reduce(tf.distribute.ReduceOp.MAX, code)
+        self.nonfinite.assign(code)
+        return ops.equal(code, 0)
+
+    def _check_finite(self):
+        """Raises on the host if the last step found a non-finite term."""
+        code = int(self.nonfinite.numpy())
+        if code:
+            term = ["ce_loss", self._synthetic_name, "meta_loss", "gradient"][code - 1]
+            step = self._host_step  # 1-based index of the step that failed
+            hint = (" An out-of-range label gives a NaN ce_loss on GPU."
+                    if term == "ce_loss" else "")
+            raise FloatingPointError(
+                f"Non-finite {term} at training step {step}: training stopped and "
+                f"this step's updates were skipped, so no weight took a NaN.{hint} "
+                "Lower the learning rate or pcr_weight, or check the data."
+            )
+
+    def _loss_scaled(self):
+        return hasattr(self.optimizer, "dynamic_scale")
 
     def _remember(self, x, y):
         """Pushes the batch into the validation buffer (newest first)."""
@@ -554,3 +611,7 @@ class _substitute:
     def __exit__(self, *exc):
         if self.scope is not None:
             self.scope.__exit__(*exc)
+
+
+def _all_finite(tensors):
+    return ops.all(ops.stack([ops.all(ops.isfinite(t)) for t in tensors if t is not None]))

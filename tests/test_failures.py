@@ -1,0 +1,59 @@
+"""A non-finite loss term stops training before it reaches any weight."""
+
+import keras
+import numpy as np
+import pytest
+import tiny
+
+import keras_mgr
+
+
+class NaNAfter(keras.layers.Layer):
+    """Identity until `armed` is set, then multiplies by NaN."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.armed = self.add_weight(shape=(), initializer="zeros", trainable=False)
+
+    def call(self, x):
+        return x * keras.ops.where(self.armed > 0, np.nan, 1.0)
+
+
+def poisoned_generator():
+    generator = tiny.generator()
+    z, y = generator.inputs
+    layer = NaNAfter()
+    model = keras.Model([z, y], layer(generator([z, y])))
+    model.latent_dim, model.num_classes, model.trainable = 5, 3, False
+    return model, layer
+
+
+@pytest.mark.parametrize("mode, term", [("pcr", "pcr_loss"), ("gda", "gda_loss"),
+                                        ("mgr", "pcr_loss")])
+def test_nonfinite_synthetic_term_stops_before_update(mode, term):
+    generator, poison = poisoned_generator()
+    model = keras_mgr.wrap(tiny.backbone(norm="keras"), generator, mode=mode, seed=0,
+                           meta_batch_size=8)
+    model.compile()
+    x, y = tiny.data(16)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    before = [v.numpy() for v in model.weights]
+    poison.armed.assign(1.0)
+    with pytest.raises(FloatingPointError, match=f"Non-finite {term} at training step 3"):
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    after = [v.numpy() for v in model.weights]
+    assert all(np.all(np.isfinite(a)) for a in after if a.dtype.kind == "f")
+    # BN statistics and the finder kept their values; no NaN anywhere.
+    for v, a, b in zip(model.weights, before, after):
+        if "moving" in v.path or "finder" in v.path:
+            np.testing.assert_array_equal(a, b)
+
+
+def test_nonfinite_ce_names_the_term():
+    model = keras_mgr.wrap(tiny.backbone(), tiny.generator(), mode="base")
+    model.compile()
+    x, y = tiny.data(8)
+    x[0, 0, 0, 0] = np.nan
+    with pytest.raises(FloatingPointError, match="Non-finite ce_loss at training step 1"):
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert all(np.all(np.isfinite(v.numpy())) for v in model.trainable_weights)
