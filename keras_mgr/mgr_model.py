@@ -321,7 +321,7 @@ class MGRModel(keras.Model):
                     scaled = self.optimizer.scale_loss(total)
                 grads = inner.gradient(scaled, theta + extra)
                 grads = self._unscale(grads)
-                theta_look = meta.lookahead(theta, grads[:n], eta)
+                theta_look = meta.lookahead(theta, self._replica_gradient(grads[:n]), eta)
                 loss_val = self.meta_loss(theta_look, aux["real_state"], x_val, y_val,
                                           val_weights)
                 scaled_val = self._finder_scale(loss_val)
@@ -337,12 +337,12 @@ class MGRModel(keras.Model):
             scaled = self.optimizer.scale_loss(total)
         grads = self._unscale(tape.gradient(scaled, list(theta_vars) + list(extra_vars)))
         theta = [tf.identity(v.value) for v in theta_vars]
-        theta_look = meta.lookahead(theta, grads[:n], eta)
+        theta_look = meta.lookahead(theta, self._replica_gradient(grads[:n]), eta)
         with tf.GradientTape(watch_accessed_variables=False) as tape_v:
             tape_v.watch(theta_look)
             loss_val = self.meta_loss(theta_look, aux["real_state"], x_val, y_val,
                                       val_weights)
-        v = tape_v.gradient(loss_val, theta_look)
+        v = self._replica_gradient(tape_v.gradient(loss_val, theta_look))
         epsilon = meta.finite_difference_epsilon(v, self.finite_difference_epsilon)
         with tf.GradientTape() as tape_phi:
             images = self.synthesize(phi, draws)
@@ -396,9 +396,13 @@ class MGRModel(keras.Model):
 
         # A non-finite term must not reach any weight: skip this step's
         # updates and let the host stop training (`_check_finite`).
-        ok = self._record_nonfinite(aux, loss_val, grads)
+        ok = self._record_nonfinite(aux, loss_val, grads + (meta_grads or []))
         self._apply_if(ok, self.optimizer, grads, updated)
         if meta_grads is not None:
+            # Order the finder's all-reduce after the main optimizer's: two
+            # independent collectives may run in a different order per replica.
+            with tf.control_dependencies([self.optimizer.iterations.value]):
+                meta_grads = [tf.identity(g) for g in meta_grads]
             meta_ok = ops.logical_and(ok, _all_finite(meta_grads))  # loss-scale overflow
             self._apply_if(meta_ok, self.finder_optimizer, meta_grads, phi_vars)
             self.meta_tracker.update_state(self._unscale_for_replicas(loss_val))
@@ -487,6 +491,21 @@ class MGRModel(keras.Model):
     def _replicas(self):
         return tf.distribute.get_strategy().num_replicas_in_sync
 
+    def _replica_gradient(self, grads):
+        """The gradient of this replica's own mean loss (undo the 1/R scaling).
+
+        Under tf.distribute the lookahead is per replica: each replica forms
+        theta' from its own batch's inner gradient, evaluates its own
+        validation batch, and the finder optimizer averages the replicas'
+        meta-gradients (its all-reduce). No collective sits inside the
+        differentiated meta step: a differentiated all-reduce there was
+        launched in a different order on each replica (a collective-ordering
+        abort on 2 CPU replicas), and it would add a synchronisation to the
+        most expensive part of the step.
+        """
+        n = self._replicas()
+        return grads if n == 1 else [g * ops.cast(n, g.dtype) for g in grads]
+
     def _scale_for_replicas(self, value):
         n = self._replicas()
         return value if n == 1 else value / n
@@ -519,15 +538,22 @@ class MGRModel(keras.Model):
     def _record_nonfinite(self, aux, meta_loss, grads):
         """Stores which term (if any) is non-finite; returns True if all are finite."""
         terms = [aux["ce"], aux.get("synthetic"), meta_loss]
-        code = ops.zeros((), "int32")
-        for index in reversed(range(len(terms))):  # the first bad term wins
-            if terms[index] is not None:
-                code = ops.where(ops.all(ops.isfinite(terms[index])), code, index + 1)
-        if not self._loss_scaled():  # with loss scaling, overflow is routine
-            code = ops.where(ops.logical_or(code > 0, _all_finite(grads)), code, 4)
+        bad = [ops.zeros(()) if t is None else ops.cast(ops.logical_not(
+            ops.all(ops.isfinite(t))), "float32") for t in terms]
+        # With loss scaling an overflowing gradient is routine: the optimizer skips it.
+        bad.append(ops.zeros(()) if self._loss_scaled() else ops.cast(
+            ops.logical_not(_all_finite(grads)), "float32"))
+        bad = ops.stack(bad)
         replica = tf.distribute.get_replica_context()
         if replica is not None and self._replicas() > 1:
-            code = replica.all_reduce(tf.distribute.ReduceOp.MAX, code)
+            # Reduced in a merge_call: collectives launched from the replica
+            # threads were ordered differently per replica (an abort).
+            bad = replica.merge_call(
+                lambda strategy, value: strategy.extended.reduce_to(
+                    tf.distribute.ReduceOp.SUM, value, value),
+                args=(bad,))
+        # 0 if all finite, else 1 + the index of the first bad term.
+        code = ops.where(ops.any(bad > 0), ops.cast(ops.argmax(bad > 0), "int32") + 1, 0)
         self.nonfinite.assign(code)
         return ops.equal(code, 0)
 

@@ -5,11 +5,8 @@ import pytest
 import tensorflow as tf
 
 from keras_mgr import datasets
-from keras_mgr.datasets import Dataset
-from keras_mgr.datasets import load
-from keras_mgr.datasets import stratified_subset
+from keras_mgr.datasets import Dataset, load, stratified_subset
 from keras_mgr.datasets.stratified_subset import stratified_split
-
 
 # --- stratified_subset ------------------------------------------------------
 
@@ -211,7 +208,7 @@ def test_image_folder_train_test_subfolders(tmp_path):
 
 
 def test_tfds_mock():
-    tfds = pytest.importorskip("tensorflow_datasets")
+    import tensorflow_datasets as tfds  # a test requirement (requirements-test.txt)
     with tfds.testing.mock_data(num_examples=40):
         data = load("mnist", image_size=16, ratio=1.0)
         assert data.x_train.shape == (40, 16, 16, 3)
@@ -224,7 +221,7 @@ def test_tfds_mock():
 
 
 def test_tfds_friendly_name_mock():
-    tfds = pytest.importorskip("tensorflow_datasets")
+    import tensorflow_datasets as tfds  # a test requirement (requirements-test.txt)
     assert datasets.TFDS_NAMES["flowers"][0] == "oxford_flowers102"
     with tfds.testing.mock_data(num_examples=6):
         data = load("flowers", image_size=8)
@@ -234,10 +231,21 @@ def test_tfds_friendly_name_mock():
 
 
 def test_unknown_name_lists_known_names():
-    with pytest.raises(ValueError, match=r"Known names: \['digits', 'aircraft', 'birds'.*name='no_such_set'"):
+    known = r"Known names: \['digits', 'aircraft', 'birds'.*name='no_such_set'"
+    with pytest.raises(ValueError, match=known):
         load("no_such_set")
 
 
 def test_aircraft_points_to_folder():
     with pytest.raises(ValueError, match="not in the TensorFlow Datasets catalog"):
         load("aircraft")
+
+
+def test_tfds_missing_says_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import fails
+    with pytest.raises(ImportError, match="pip install tensorflow-datasets"):
+        load("cars")
+    with pytest.raises(ValueError, match="Unknown dataset name"):
+        load("no_such_set")

@@ -5,11 +5,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_mgr.generators import ConditionalGAN
-from keras_mgr.generators import ConditionalGenerator
-from keras_mgr.generators import DiffAugment
-from keras_mgr.generators import ProjectionDiscriminator
-from keras_mgr.generators import conditional_generator
+from keras_mgr.generators import (
+    ConditionalGAN,
+    ConditionalGenerator,
+    DiffAugment,
+    ProjectionDiscriminator,
+    conditional_generator,
+)
 
 TINY = dict(latent_dim=8, generator_filters=4, discriminator_filters=4)
 
@@ -196,7 +198,9 @@ def test_gan_save_load_round_trip(tmp_path):
     loaded = keras.models.load_model(path)
     assert isinstance(loaded, ConditionalGAN)
     assert loaded.get_config() == gan.get_config()
-    np.testing.assert_allclose(loaded.sample([0, 1, 2], seed=3), gan.sample([0, 1, 2], seed=3), atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.sample([0, 1, 2], seed=3), gan.sample([0, 1, 2], seed=3), atol=1e-6
+    )
     assert loaded.generator.latent_dim == 8 and loaded.generator.num_classes == 3
     # Both optimizers come back with their state.
     assert float(loaded.g_optimizer.learning_rate) == pytest.approx(1e-3)

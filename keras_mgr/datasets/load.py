@@ -5,9 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mgr.datasets.dataset import Dataset
-from keras_mgr.datasets.stratified_subset import _check_ratio
-from keras_mgr.datasets.stratified_subset import stratified_split
-from keras_mgr.datasets.stratified_subset import stratified_subset
+from keras_mgr.datasets.stratified_subset import _check_ratio, stratified_split, stratified_subset
 
 # The paper's six fine-grained sets, by friendly name: (TFDS name, train split,
 # test split). Flowers and DTD ship a separate validation split; like most

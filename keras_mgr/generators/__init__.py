@@ -24,18 +24,16 @@ Example:
 >>> gan = keras_mgr.generators.ConditionalGAN(
 ...     num_classes=data.num_classes, image_shape=data.image_shape)
 >>> gan.compile()
->>> gan.fit(data.train.shuffle(1000).batch(64), epochs=300)
+>>> gan.fit(data.train.shuffle(1000).batch(64), epochs=500)
 >>> generator = gan.generator
 >>> keras_mgr.generators.generator_quality(generator, data)["accuracy"]
 """
 
 from keras_mgr.generators.conditional_gan import ConditionalGAN
-from keras_mgr.generators.conditional_generator import ConditionalGenerator
-from keras_mgr.generators.conditional_generator import conditional_generator
+from keras_mgr.generators.conditional_generator import ConditionalGenerator, conditional_generator
 from keras_mgr.generators.diff_augment import DiffAugment
 from keras_mgr.generators.projection_discriminator import ProjectionDiscriminator
-from keras_mgr.generators.quality import frechet_distance
-from keras_mgr.generators.quality import generator_quality
+from keras_mgr.generators.quality import frechet_distance, generator_quality
 
 __all__ = [
     "ConditionalGAN",

@@ -148,13 +148,15 @@ def generator_quality(
     """
     if classifier is None:
         classifier = train_feature_classifier(data, seed=seed)
-    features = keras.Model(classifier.inputs, classifier.get_layer(FEATURE_LAYER).output)
+    both = keras.Model(
+        classifier.inputs, [classifier.outputs[0], classifier.get_layer(FEATURE_LAYER).output]
+    )
     labels = np.repeat(np.arange(data.num_classes, dtype="int32"), samples_per_class)
     fake = _generate(generator, labels, seed, batch_size)
 
     def judge(images):
-        logits = classifier.predict(images, batch_size=batch_size, verbose=0)
-        return logits.argmax(-1), features.predict(images, batch_size=batch_size, verbose=0)
+        logits, feats = both.predict(images, batch_size=batch_size, verbose=0)
+        return logits.argmax(-1), feats
 
     fake_pred, fake_feat = judge(fake)
     test_pred, test_feat = judge(data.x_test)
@@ -175,13 +177,11 @@ def generator_quality(
 
 def _generate(generator, labels, seed, batch_size):
     z = keras.random.normal((len(labels), generator.latent_dim), seed=seed)
-    z = keras.ops.convert_to_numpy(z)
+    labels = keras.ops.convert_to_tensor(labels, "int32")
     out = []
     for start in range(0, len(labels), batch_size):
-        stop = start + batch_size
-        out.append(keras.ops.convert_to_numpy(
-            generator([z[start:stop], labels[start:stop]], training=False)
-        ))
+        batch = [z[start : start + batch_size], labels[start : start + batch_size]]
+        out.append(keras.ops.convert_to_numpy(generator(batch, training=False)))
     return np.concatenate(out)
 
 

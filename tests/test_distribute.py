@@ -1,0 +1,141 @@
+"""tf.distribute.MirroredStrategy on two logical CPU devices (see conftest)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tiny
+
+import keras_mgr
+
+
+def strategy():
+    # ReductionToOneDevice: with the default collective all-reduce on CPU
+    # devices, the main and finder optimizers' all-reduces were launched in a
+    # different order on each replica (a "Shape mismatch in the collective"
+    # abort); README "Training for real" documents this.
+    return tf.distribute.MirroredStrategy(
+        ["CPU:0", "CPU:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
+
+
+def build(mode, norm=None, scope=None, **kwargs):
+    keras.utils.set_random_seed(0)
+    with scope.scope() if scope else _null():
+        model = keras_mgr.wrap(tiny.backbone(norm=norm), tiny.generator(), mode=mode, seed=0,
+                               meta_batch_size=8, finder_hidden_dim=8, **kwargs)
+        model.compile(optimizer=keras.optimizers.SGD(0.1))
+    return model
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def per_replica(s, *halves):
+    """A per-replica value: replica r gets halves[r]."""
+    return s.experimental_distribute_values_from_function(
+        lambda ctx: halves[ctx.replica_id_in_sync_group])
+
+
+def split(tree):
+    first = tf.nest.map_structure(lambda t: t[: len(t) // 2], tree)
+    second = tf.nest.map_structure(lambda t: t[len(t) // 2:], tree)
+    return first, second
+
+
+@pytest.mark.parametrize("mode", keras_mgr.MODES)
+def test_every_mode_trains_under_mirrored_strategy(mode):
+    x, y = tiny.data(32)
+    model = build(mode, norm="keras", scope=strategy())
+    history = model.fit(x, y, batch_size=16, epochs=2, verbose=0).history
+    assert all(np.isfinite(v[-1]) for v in history.values()), history
+    assert model.predict(x, verbose=0).shape == (32, 3)
+
+
+def test_base_step_equals_single_device_on_the_global_batch():
+    x, y = tiny.data(16)
+    single = build("base")
+    single.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    mirrored = build("base", scope=strategy())
+    history = mirrored.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    assert history.history["ce_loss"][0] == pytest.approx(
+        single.history.history["ce_loss"][0], rel=1e-5)
+    for a, b in zip(mirrored.weights, single.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["pcr", "gda"])
+def test_synthetic_loss_and_gradient_scaled_per_replica(mode):
+    """With the same draws split across replicas, the all-reduced gradient and
+    the summed loss equal the single-device ones on the global batch."""
+    s = strategy()
+    model = build(mode, scope=s)
+    x, y = tiny.data(16)
+    draws = model.draw(16)
+    theta = model.classifier_variables
+
+    def loss_and_grads(x, y, draws):
+        values = [v.value for v in theta]
+        with tf.GradientTape() as tape:
+            tape.watch(values)
+            total, _ = model.train_loss(values, [], [], x, y, draws)
+        return total, tape.gradient(total, values)
+
+    total, grads = loss_and_grads(x, y, draws)
+
+    def replica_fn(x, y, draws):
+        total, grads = loss_and_grads(x, y, draws)
+        ctx = tf.distribute.get_replica_context()
+        return ctx.all_reduce("sum", total), ctx.all_reduce("sum", grads)
+
+    x2, y2, d2 = (per_replica(s, *split(t)) for t in (x, y, draws))
+    m_total, m_grads = s.run(replica_fn, args=(x2, y2, d2))
+    m_total = s.experimental_local_results(m_total)[0]
+    m_grads = s.experimental_local_results(m_grads)[0]
+    assert float(m_total) == pytest.approx(float(total), rel=1e-5)
+    for a, b in zip(m_grads, grads):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_replicas_draw_different_latents():
+    s = strategy()
+    model = build("mgr", scope=s)
+    z = s.run(tf.function(lambda: model.sampler.sample(4)[0]))
+    z0, z1 = (t.numpy() for t in s.experimental_local_results(z))
+    assert not np.allclose(z0, z1)
+
+
+def test_meta_gradient_is_the_mean_of_per_replica_lookaheads():
+    """Chosen semantics: each replica looks ahead with its own batch's inner
+    gradient; the finder step averages the replicas' meta-gradients."""
+    s = strategy()
+    model = build("mgr", scope=s)
+    x, y = tiny.data(16)
+    x_val, y_val = tiny.data(16, seed=1)
+    draws = model.draw(16)
+    w = np.ones(8, "float32")
+    phi = model.finder.trainable_variables
+    rng = np.random.default_rng(0)
+    for v in phi:
+        v.assign(v.numpy() + 0.3 * rng.standard_normal(v.shape).astype("float32"))
+
+    def meta_grads(x, y, draws, x_val, y_val):
+        grads, *_ = model.meta_gradient_of(model.classifier_variables, [], phi, x, y, draws,
+                                           x_val, y_val, w)
+        return grads
+
+    halves = [split(t) for t in (x, y, draws, x_val, y_val)]
+    expected = [np.mean([g0.numpy(), g1.numpy()], axis=0) for g0, g1 in zip(
+        meta_grads(*(h[0] for h in halves)), meta_grads(*(h[1] for h in halves)))]
+
+    def replica_fn(*args):
+        return tf.distribute.get_replica_context().all_reduce("sum", meta_grads(*args))
+
+    result = s.run(replica_fn, args=tuple(per_replica(s, *h) for h in halves))
+    for a, b in zip(s.experimental_local_results(result)[0], expected):
+        np.testing.assert_allclose(a.numpy(), b, rtol=1e-4, atol=1e-9)
+    assert max(np.abs(b).max() for b in expected) > 0
