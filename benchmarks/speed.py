@@ -32,8 +32,10 @@ flags.DEFINE_integer("channels", 1, "Image channels.")
 flags.DEFINE_integer("steps", 10, "Timed steps per configuration and round.")
 flags.DEFINE_integer("rounds", 3, "Rounds over all configurations.")
 flags.DEFINE_bool("jit_compile", False, "Compile the steps with XLA.")
-flags.DEFINE_list("configs", ["base", "gda", "metagda", "pcr", "mgr", "mgr:5"],
-                  "Modes to time; 'mode:k' sets meta_every=k.")
+flags.DEFINE_list("configs",
+                  ["base", "gda", "gda+pool", "metagda", "pcr", "pcr+pool", "mgr", "mgr:5"],
+                  "Modes to time; 'mode:k' sets meta_every=k, '+pool' a 1024-image "
+                  "synthetic pool.")
 
 NUM_CLASSES = 10
 
@@ -50,10 +52,12 @@ class StepTimer(keras.callbacks.Callback):
 
 
 def build(config, image_shape, generator):
+    config, pool, _ = config.partition("+pool")
     mode, _, every = config.partition(":")
     keras.utils.set_random_seed(0)
     model = keras_mgr.wrap(
         small_cnn(image_shape), generator, mode=mode, meta_every=int(every or 1), seed=0,
+        synthetic_pool_size=1024 if pool else 0,
         synthetic_batch_size=FLAGS.synthetic_batch_size or None,
         meta_batch_size=FLAGS.batch_size,
     )

@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_mgr import checks, meta
+from keras_mgr import checks, meta, random
 from keras_mgr.finder import Finder
 from keras_mgr.regularizer import MGRRegularizer
 from keras_mgr.synthetic import SyntheticSampler
@@ -58,6 +58,8 @@ class MGRModel(keras.Model):
         finite_difference_epsilon=0.01,
         latent_dim=None,
         image_shape=None,
+        latent_space="z",
+        synthetic_pool_size=0,
         seed=None,
         **kwargs,
     ):
@@ -87,18 +89,22 @@ class MGRModel(keras.Model):
         self.finite_difference_epsilon = float(finite_difference_epsilon)
         self.latent_dim = int(latent_dim or generator.latent_dim)
         self.image_shape = tuple(image_shape or backbone.input_shape[1:])
+        self.latent_space = latent_space
         self.seed = seed
         self.finder = finder or Finder(self.latent_dim, self.num_classes, name="finder")
         self.regularizer = regularizer or MGRRegularizer(name="regularizer", seed=seed)
         if not self.regularizer.built:
             self.regularizer.build(backbone.output_shape)
         self.sampler = SyntheticSampler(self.latent_dim, self.num_classes, seed=seed)
+        self.synthetic_pool_size = int(synthetic_pool_size)
 
         self.uses_synthetic = mode != "base"
         self.uses_pcr = mode in ("pcr", "mgr")
         self.uses_finder = mode in ("metagda", "mgr")
         self.synthetic_weight = self.pcr_weight if self.uses_pcr else self.gda_weight
         self._synthetic_name = "pcr_loss" if self.uses_pcr else "gda_loss"
+        if self.synthetic_pool_size:
+            self._make_pool()
 
         self.ce_tracker = keras.metrics.Mean(name="ce_loss")
         if self.uses_synthetic:
@@ -218,21 +224,57 @@ class MGRModel(keras.Model):
         logits, _ = self.head.stateless_call(theta[nb:], [], features)
         return features, logits, state, losses
 
+    def _make_pool(self):
+        """Generates `synthetic_pool_size` class-balanced images once (gda, pcr)."""
+        if self.uses_finder or not self.uses_synthetic:
+            raise ValueError(
+                "synthetic_pool_size needs a mode with synthetic images and no finder "
+                "(gda, pcr): the finder must generate inside the step. Received: "
+                f"mode={self.mode!r}, synthetic_pool_size={self.synthetic_pool_size}"
+            )
+        n = self.synthetic_pool_size
+        z, labels = self.sampler.sample(n, dtype=keras.config.floatx())
+        images = ops.concatenate([
+            self.synthesize([], {"z": z[i:i + 256], "labels": labels[i:i + 256]})
+            for i in range(0, n, 256)], axis=0)
+        self.pool_images = self.add_weight(
+            shape=(n,) + self.image_shape, initializer="zeros", trainable=False,
+            name="pool_images")
+        self.pool_labels = self.add_weight(
+            shape=(n,), initializer="zeros", dtype="int32", trainable=False,
+            name="pool_labels")
+        self.pool_images.assign(images)
+        self.pool_labels.assign(labels)
+
     def draw(self, batch_size):
         """Random draws of one step: latents, labels and both view transforms."""
         z, labels = self.sampler.sample(batch_size, dtype=keras.config.floatx())
         draws = {"z": z, "labels": labels}
+        if self.synthetic_pool_size:
+            u = random.uniform((batch_size,), random.next_seed(self.sampler.seed_generator))
+            index = ops.cast(u * self.synthetic_pool_size, "int32")
+            draws = {"pool_index": index, "labels": ops.take(self.pool_labels.value, index)}
         if self.uses_pcr:
             template = ops.zeros((batch_size,) + self.image_shape, self.compute_dtype)
             draws["views"] = self.regularizer.draw_views(template)
         return draws
 
     def synthesize(self, phi, draws):
-        """`G(F_phi(z), y_s)` (finder modes) or `G(z, y_s)`."""
+        """`G(F_phi(z), y_s)` (finder modes) or `G(z, y_s)`.
+
+        With `latent_space="w"`: `synthesis(F_phi(mapping(z, y)), y)`. With a
+        synthetic pool: the drawn pool images.
+        """
+        if "pool_index" in draws:
+            return ops.take(self.pool_images.value, draws["pool_index"], axis=0)
         z, labels = draws["z"], draws["labels"]
+        generate = self.generator
+        if self.latent_space == "w":
+            z = self.generator.mapping([z, labels], training=False)
+            generate = self.generator.synthesis
         if self.uses_finder:
             z, _ = self.finder.stateless_call(phi, [], [z, labels])
-        images = self.generator([z, labels], training=False)
+        images = generate([z, labels], training=False)
         if tuple(images.shape[1:3]) != self.image_shape[:2]:
             images = ops.image.resize(images, self.image_shape[:2])
         return ops.cast(images, self.compute_dtype)
@@ -607,6 +649,8 @@ class MGRModel(keras.Model):
             "finite_difference_epsilon": self.finite_difference_epsilon,
             "latent_dim": self.latent_dim,
             "image_shape": self.image_shape,
+            "latent_space": self.latent_space,
+            "synthetic_pool_size": self.synthetic_pool_size,
             "seed": self.seed,
         }
 

@@ -30,6 +30,8 @@ def wrap(
     finite_difference_epsilon=0.01,
     resize_synthetic=False,
     input_range=None,
+    latent_space="z",
+    synthetic_pool_size=0,
     seed=None,
     name="mgr_model",
 ):
@@ -70,6 +72,13 @@ def wrap(
         input_range: `(low, high)` the backbone expects; defaults to
             `backbone.input_range` if set. Must equal the generator's
             `output_range` when both are declared.
+        latent_space: `"z"` (the finder maps generator inputs) or `"w"` (the
+            finder maps `generator.mapping([z, y])`, fed to
+            `generator.synthesis([w, y])`: a mapping network's intermediate
+            space, as with StyleGAN2).
+        synthetic_pool_size: gda / pcr only: if > 0, generate this many images
+            once and draw synthetic batches from that pool instead of running
+            the generator every step (see benchmarks/speed.py for the gain).
         seed: int or None; fixes the synthetic draws and views.
         name: model name.
 
@@ -128,7 +137,8 @@ def wrap(
         seed=seed, name="regularizer",
     )
     regularizer.build(backbone.output_shape)
-    finder = Finder(latent_dim, num_classes, hidden_dim=finder_hidden_dim,
+    finder_dim = _finder_dim(generator, latent_dim, num_classes, latent_space)
+    finder = Finder(finder_dim, num_classes, hidden_dim=finder_hidden_dim,
                     conditional=finder_conditional, name="finder")
     if seed is not None:
         keras.utils.set_random_seed(seed)
@@ -140,8 +150,27 @@ def wrap(
         synthetic_batch_size=synthetic_batch_size, meta_batch_size=meta_batch_size,
         lookahead_training=lookahead_training,
         finite_difference_epsilon=finite_difference_epsilon,
-        latent_dim=latent_dim, image_shape=image_shape, seed=seed, name=name,
+        latent_dim=latent_dim, image_shape=image_shape, latent_space=latent_space,
+        synthetic_pool_size=synthetic_pool_size, seed=seed, name=name,
     )
+
+
+def _finder_dim(generator, latent_dim, num_classes, latent_space):
+    """Size of the space the finder works in."""
+    if latent_space == "z":
+        return latent_dim
+    if latent_space != "w":
+        raise ValueError(f"latent_space must be 'z' or 'w'. Received: {latent_space!r}")
+    if not (hasattr(generator, "mapping") and hasattr(generator, "synthesis")):
+        raise ValueError(
+            "latent_space='w' needs a generator with `mapping([z, labels]) -> w` and "
+            "`synthesis([w, labels]) -> images`. Received: a generator without "
+            f"{'mapping' if not hasattr(generator, 'mapping') else 'synthesis'}"
+        )
+    w = generator.mapping([np.zeros((1, latent_dim), "float32"), np.zeros((1,), "int32")])
+    if len(w.shape) != 2:
+        raise ValueError(f"generator.mapping must return (batch, w_dim). Received: {w.shape}")
+    return int(w.shape[-1])
 
 
 def _check_backbone(backbone):

@@ -145,3 +145,18 @@ def test_save_and_load_round_trip(tmp_path):
     assert loaded.finder_optimizer.iterations.numpy() == 2
     for a, b in zip(loaded.finder.weights, model.finder.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_synthetic_pool_for_gda_and_pcr():
+    model = build("pcr", synthetic_pool_size=20)
+    draws = model.draw(6)
+    images = model.synthesize([], draws).numpy()
+    pool = model.pool_images.numpy()
+    for image, index, label in zip(images, draws["pool_index"].numpy(), draws["labels"]):
+        np.testing.assert_array_equal(image, pool[index])
+        assert label == model.pool_labels.numpy()[index]
+    assert sorted(np.bincount(model.pool_labels.numpy())) == [6, 7, 7]
+    x, y = tiny.data(16)
+    assert np.isfinite(model.fit(x, y, batch_size=8, verbose=0).history["pcr_loss"][-1])
+    with pytest.raises(ValueError, match="synthetic_pool_size needs.*'mgr'"):
+        build("mgr", synthetic_pool_size=20)

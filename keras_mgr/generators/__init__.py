@@ -12,6 +12,13 @@ The generator protocol
 - carrying the Python attributes `latent_dim` (int), `num_classes` (int) and
   `output_range` (tuple `(low, high)`).
 
+Anything else (a plain function, a generator taking one-hot labels) goes
+through `GeneratorAdapter(fn, latent_dim, num_classes, output_range,
+label_format="one_hot")`. A generator with a mapping network may also expose
+`mapping([z, labels]) -> w` and `synthesis([w, labels]) -> images`; then
+`wrap(..., latent_space="w")` lets the finder work in the intermediate space,
+as the paper does with StyleGAN2's W.
+
 `ConditionalGenerator` (built by `conditional_generator()`) is the reference
 implementation; its attributes are constructor arguments, so they survive
 `.keras` saving. `ConditionalGAN` trains one on a small dataset (hinge loss,
@@ -32,6 +39,7 @@ Example:
 from keras_mgr.generators.conditional_gan import ConditionalGAN
 from keras_mgr.generators.conditional_generator import ConditionalGenerator, conditional_generator
 from keras_mgr.generators.diff_augment import DiffAugment
+from keras_mgr.generators.generator_adapter import GeneratorAdapter
 from keras_mgr.generators.projection_discriminator import ProjectionDiscriminator
 from keras_mgr.generators.quality import frechet_distance, generator_quality
 
@@ -39,6 +47,7 @@ __all__ = [
     "ConditionalGAN",
     "ConditionalGenerator",
     "DiffAugment",
+    "GeneratorAdapter",
     "ProjectionDiscriminator",
     "conditional_generator",
     "frechet_distance",
