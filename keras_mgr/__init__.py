@@ -20,10 +20,10 @@ if keras.backend.backend() != "tensorflow":
         f"meta step). Set KERAS_BACKEND=tensorflow. Received: {keras.backend.backend()!r}"
     )
 
-from keras_mgr import layers  # noqa: E402
+from keras_mgr import backbones, datasets, generators, layers  # noqa: E402
 from keras_mgr.augment import ViewAugmentation  # noqa: E402
 from keras_mgr.finder import Finder  # noqa: E402
-from keras_mgr.mgr_model import MODES, MGRModel  # noqa: E402
+from keras_mgr.mgr_model import MODES, MGRModel, load_model  # noqa: E402
 from keras_mgr.regularizer import MGRRegularizer  # noqa: E402
 from keras_mgr.synthetic import SyntheticSampler  # noqa: E402
 from keras_mgr.wrap import wrap  # noqa: E402
@@ -36,6 +36,10 @@ __all__ = [
     "MGRRegularizer",
     "SyntheticSampler",
     "ViewAugmentation",
+    "backbones",
+    "datasets",
+    "generators",
     "layers",
+    "load_model",
     "wrap",
 ]

@@ -61,11 +61,11 @@ class ViewAugmentation(keras.layers.Layer):
         self.contrast = contrast
         self.value_range = tuple(value_range)
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_state = random.seed_state(self, seed)
 
     def get_random_transformation(self, images, training=True, seed=None):
         """Draws per-image parameters: a dict of tensors of leading size batch."""
-        seed = random.next_seed(seed if seed is not None else self.seed_generator)
+        seed = random.next_seed(self.seed_state) if seed is None else seed
         batch = ops.shape(images)[0]
         max_dy = int(self.translate * images.shape[1])
         max_dx = int(self.translate * images.shape[2])
@@ -97,10 +97,10 @@ class ViewAugmentation(keras.layers.Layer):
         images = (images - mean) * ops.reshape(factor, (-1, 1, 1, 1)) + mean
         return images + ops.reshape(delta, (-1, 1, 1, 1))
 
-    def call(self, images, training=True, seed=None):
+    def call(self, images, training=True):
         if not training:
             return images
-        return self.transform_images(images, self.get_random_transformation(images, seed=seed))
+        return self.transform_images(images, self.get_random_transformation(images))
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -10,7 +10,7 @@ import os
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # grappler logs harmless errors
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -38,7 +38,7 @@ def train_generator(data, seed, epochs, verbose=0):
                                     image_shape=data.image_shape, seed=seed)
     gan.compile()
     gan.fit(data.as_dataset("train", batch_size=64, shuffle=True, seed=seed),
-            epochs=epochs, verbose=verbose)
+            epochs=epochs, verbose=verbose, shuffle=False)  # the dataset shuffles
     generator = gan.generator
     generator.trainable = False
     return generator

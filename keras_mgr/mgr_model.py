@@ -60,6 +60,7 @@ class MGRModel(keras.Model):
         image_shape=None,
         latent_space="z",
         synthetic_pool_size=0,
+        checkpoint_generator=True,
         seed=None,
         **kwargs,
     ):
@@ -75,7 +76,11 @@ class MGRModel(keras.Model):
             raise ValueError(f"meta_every must be >= 1. Received: meta_every={meta_every}")
         self.backbone = backbone
         self.head = head
-        self.generator = generator
+        self.checkpoint_generator = bool(checkpoint_generator)
+        if self.checkpoint_generator:
+            self._generator = generator
+        else:  # not tracked: its weights stay out of every checkpoint
+            self._generator_box = _Untracked(generator)
         self.num_classes = int(num_classes)
         self.mode = mode
         self.pcr_weight = float(pcr_weight)
@@ -143,6 +148,13 @@ class MGRModel(keras.Model):
             "int" in str(v.dtype) for v in self.backbone.non_trainable_variables
         ]
         self.built = True
+
+    @property
+    def generator(self):
+        """The frozen generator."""
+        if self.checkpoint_generator:
+            return self._generator
+        return self._generator_box.value
 
     @property
     def classifier_variables(self):
@@ -251,7 +263,7 @@ class MGRModel(keras.Model):
         z, labels = self.sampler.sample(batch_size, dtype=keras.config.floatx())
         draws = {"z": z, "labels": labels}
         if self.synthetic_pool_size:
-            u = random.uniform((batch_size,), random.next_seed(self.sampler.seed_generator))
+            u = random.uniform((batch_size,), random.next_seed(self.sampler.seed_state))
             index = ops.cast(u * self.synthetic_pool_size, "int32")
             draws = {"pool_index": index, "labels": ops.take(self.pool_labels.value, index)}
         if self.uses_pcr:
@@ -629,11 +641,27 @@ class MGRModel(keras.Model):
     # Serialization ------------------------------------------------------
     def get_config(self):
         serialize = keras.saving.serialize_keras_object
+        try:
+            generator = serialize(self.generator)
+        except (NotImplementedError, TypeError, AttributeError) as error:
+            if not self.checkpoint_generator:
+                generator = None  # supplied again by keras_mgr.load_model
+            else:
+                raise ValueError(
+                    f"The generator {self.generator.name!r} cannot be serialized "
+                    f"(it has no usable get_config: {type(error).__name__}), so the "
+                    "model cannot be saved "
+                    "to .keras. Either save weights only (model.save_weights("
+                    "'m.weights.h5') or ModelCheckpoint(save_weights_only=True)) and "
+                    "rebuild with wrap() before load_weights; or give the generator a "
+                    "get_config(); or wrap(..., checkpoint_generator=False) and load "
+                    "with keras_mgr.load_model(path, generator=generator)."
+                ) from error
         return {
             **super().get_config(),
             "backbone": serialize(self.backbone),
             "head": serialize(self.head),
-            "generator": serialize(self.generator),
+            "generator": generator,
             "finder": serialize(self.finder),
             "regularizer": serialize(self.regularizer),
             "num_classes": self.num_classes,
@@ -651,6 +679,7 @@ class MGRModel(keras.Model):
             "image_shape": self.image_shape,
             "latent_space": self.latent_space,
             "synthetic_pool_size": self.synthetic_pool_size,
+            "checkpoint_generator": self.checkpoint_generator,
             "seed": self.seed,
         }
 
@@ -658,9 +687,49 @@ class MGRModel(keras.Model):
     def from_config(cls, config):
         config = dict(config)
         for key in ("backbone", "head", "generator", "finder", "regularizer"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
+            if config[key] is not None:
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        if _GENERATOR_OVERRIDE:
+            config["generator"] = _GENERATOR_OVERRIDE[-1]
+        if config["generator"] is None:
+            raise ValueError(
+                "This model was saved without its generator (checkpoint_generator="
+                "False). Load it with keras_mgr.load_model(path, generator=generator).")
         config["generator"].trainable = False
         return cls(**config)
+
+
+_GENERATOR_OVERRIDE = []
+
+
+def load_model(filepath, generator=None, **kwargs):
+    """`keras.models.load_model`, optionally supplying the frozen generator.
+
+    Needed for models wrapped with `checkpoint_generator=False`, whose
+    checkpoints leave the (usually large, already saved) generator out.
+
+    Example:
+
+    ```python
+    model = keras_mgr.wrap(backbone, generator, checkpoint_generator=False)
+    model.save("m.keras")
+    model = keras_mgr.load_model("m.keras", generator=generator)
+    ```
+    """
+    if generator is not None:
+        _GENERATOR_OVERRIDE.append(generator)
+    try:
+        return keras.models.load_model(filepath, **kwargs)
+    finally:
+        if generator is not None:
+            _GENERATOR_OVERRIDE.pop()
+
+
+class _Untracked:
+    """Holds an object out of Keras's variable tracking."""
+
+    def __init__(self, value):
+        self.value = value
 
 
 class _substitute:

@@ -7,12 +7,33 @@ draws hash a counter with integer ops only (murmur3's finaliser), which every
 backend evaluates bit-identically; floats follow from the bits.
 """
 
+import keras
+import numpy as np
 import tensorflow as tf
 
 
-def next_seed(seed_generator):
-    """A `(2,)` uint32 seed from `seed_generator`, distinct on every replica."""
-    seed = tf.cast(seed_generator.next(), "int64")
+def seed_state(layer, seed=None, name="seed_state"):
+    """A `(2,)` int64 variable `[seed, counter]` owned by `layer`.
+
+    Unlike `keras.random.SeedGenerator`, whose state is not among a layer's
+    weights, this one is saved by `.keras`, `save_weights` and
+    BackupAndRestore, so a resumed run continues the same random stream.
+    `seed=None` draws one from NumPy's global RNG (`keras.utils.set_random_seed`
+    fixes it).
+    """
+    if seed is None:
+        seed = int(np.random.randint(0, 2**31 - 1))
+    return layer.add_weight(
+        shape=(2,), dtype="int64", trainable=False, name=name,
+        initializer=keras.initializers.Constant([int(seed), 0]),
+        aggregation="only_first_replica",
+    )
+
+
+def next_seed(state):
+    """A `(2,)` uint32 seed from a `seed_state`, distinct on every replica."""
+    seed = tf.identity(state.value)
+    state.assign(seed + tf.constant([0, 1], "int64"))
     replica = tf.distribute.get_replica_context()
     if replica is not None and tf.distribute.get_strategy().num_replicas_in_sync > 1:
         replica_id = tf.cast(replica.replica_id_in_sync_group, "int64")

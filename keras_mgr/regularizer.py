@@ -67,7 +67,9 @@ class MGRRegularizer(keras.layers.Layer):
         self.prediction_dim = prediction_dim
         self.seed = seed
         if augmentation is None:
-            augmentation = ViewAugmentation(value_range=self.value_range, seed=seed)
+            # seed + 1: a stream apart from the latents drawn with `seed`.
+            augmentation = ViewAugmentation(
+                value_range=self.value_range, seed=None if seed is None else seed + 1)
         self.augmentation = augmentation
         if consistency == "simsiam":
             self.projector = keras.Sequential(

@@ -10,7 +10,7 @@ from keras_mgr import random
 class SyntheticSampler(keras.layers.Layer):
     """Draws `z ~ N(0, I)` and class-balanced labels inside the training step.
 
-    Why a `SeedGenerator` in the step and not a `tf.data` pipeline: the finder
+    Why a seeded draw in the step and not a `tf.data` pipeline: the finder
     needs gradients through `G(F_phi(z), y)`, so the images must be generated
     inside the step anyway; the seed state is a variable, so it is checkpointed
     (an interrupted run resumes the same draws) and one `seed` fixes every draw;
@@ -39,7 +39,7 @@ class SyntheticSampler(keras.layers.Layer):
         self.latent_dim = int(latent_dim)
         self.num_classes = int(num_classes)
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_state = random.seed_state(self, seed)
         self.built = True
 
     def call(self, reference):
@@ -48,7 +48,7 @@ class SyntheticSampler(keras.layers.Layer):
 
     def sample(self, batch_size, dtype=None):
         """Returns `(z, labels)`: `(batch_size, latent_dim)` and `(batch_size,)` int32."""
-        seed = random.next_seed(self.seed_generator)
+        seed = random.next_seed(self.seed_state)
         z = random.normal((batch_size, self.latent_dim), seed, dtype or self.compute_dtype)
         # A random rotation of 0..C-1, 0..C-1, ..., then a random permutation.
         u = random.uniform((batch_size + 1,), seed, stream=7)

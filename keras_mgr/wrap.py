@@ -32,6 +32,7 @@ def wrap(
     input_range=None,
     latent_space="z",
     synthetic_pool_size=0,
+    checkpoint_generator=True,
     seed=None,
     name="mgr_model",
 ):
@@ -79,6 +80,9 @@ def wrap(
         synthetic_pool_size: gda / pcr only: if > 0, generate this many images
             once and draw synthetic batches from that pool instead of running
             the generator every step (see benchmarks/speed.py for the gain).
+        checkpoint_generator: False leaves the frozen generator's weights out
+            of every checkpoint (`save`, `save_weights`, BackupAndRestore);
+            load with `keras_mgr.load_model(path, generator=generator)`.
         seed: int or None; fixes the synthetic draws and views.
         name: model name.
 
@@ -127,7 +131,9 @@ def wrap(
     _check_generator_output(generator, latent_dim, num_classes, image_shape,
                             resize_synthetic)
 
-    head = keras.layers.Dense(num_classes, name="head")
+    # Logits in float32 under mixed precision (a float16 softmax overflows).
+    mixed = keras.config.dtype_policy().compute_dtype in ("float16", "bfloat16")
+    head = keras.layers.Dense(num_classes, name="head", dtype="float32" if mixed else None)
     head.build(backbone.output_shape)
     value_range = tuple(output_range or input_range or (-1.0, 1.0))
     if augmentation is not None:
@@ -151,7 +157,8 @@ def wrap(
         lookahead_training=lookahead_training,
         finite_difference_epsilon=finite_difference_epsilon,
         latent_dim=latent_dim, image_shape=image_shape, latent_space=latent_space,
-        synthetic_pool_size=synthetic_pool_size, seed=seed, name=name,
+        synthetic_pool_size=synthetic_pool_size,
+        checkpoint_generator=checkpoint_generator, seed=seed, name=name,
     )
 
 
