@@ -46,11 +46,13 @@ class Finder(keras.Model):
         self.num_layers = int(num_layers)
         self.conditional = bool(conditional)
         self.hidden = [
-            keras.layers.Dense(self.hidden_dim, activation="relu", name=f"hidden_{i}")
+            keras.layers.Dense(self.hidden_dim, activation="relu", name=f"hidden_{i}",
+                               dtype=self.dtype_policy)
             for i in range(self.num_layers)
         ]
         self.out = keras.layers.Dense(
-            self.latent_dim, kernel_initializer="zeros", name="residual"
+            self.latent_dim, kernel_initializer="zeros", name="residual",
+            dtype=self.dtype_policy,
         )
         self.build([(None, self.latent_dim), (None,)])
 

@@ -1,5 +1,6 @@
 """Small helpers shared by the model and the regularizer."""
 
+import keras
 from keras import ops
 
 
@@ -9,6 +10,6 @@ def full_precision(x):
     Losses are computed at full precision; float64 runs (the gradient checks)
     must not be truncated to float32.
     """
-    if str(x.dtype) in ("float16", "bfloat16"):
+    if keras.backend.standardize_dtype(x.dtype) in ("float16", "bfloat16"):
         return ops.cast(x, "float32")
     return x

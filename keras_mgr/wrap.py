@@ -131,9 +131,11 @@ def wrap(
     _check_generator_output(generator, latent_dim, num_classes, image_shape,
                             resize_synthetic)
 
-    # Logits in float32 under mixed precision (a float16 softmax overflows).
+    # Under mixed precision the logits (a float16 softmax overflows) and the
+    # small finder (its meta-gradient is tiny) compute in float32.
     mixed = keras.config.dtype_policy().compute_dtype in ("float16", "bfloat16")
-    head = keras.layers.Dense(num_classes, name="head", dtype="float32" if mixed else None)
+    full = "float32" if mixed else None
+    head = keras.layers.Dense(num_classes, name="head", dtype=full)
     head.build(backbone.output_shape)
     value_range = tuple(output_range or input_range or (-1.0, 1.0))
     if augmentation is not None:
@@ -145,7 +147,7 @@ def wrap(
     regularizer.build(backbone.output_shape)
     finder_dim = _finder_dim(generator, latent_dim, num_classes, latent_space)
     finder = Finder(finder_dim, num_classes, hidden_dim=finder_hidden_dim,
-                    conditional=finder_conditional, name="finder")
+                    conditional=finder_conditional, name="finder", dtype=full)
     if seed is not None:
         keras.utils.set_random_seed(seed)
     return MGRModel(

@@ -57,3 +57,16 @@ def test_nonfinite_ce_names_the_term():
     with pytest.raises(FloatingPointError, match="Non-finite ce_loss at training step 1"):
         model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert all(np.all(np.isfinite(v.numpy())) for v in model.trainable_weights)
+
+
+def test_out_of_range_label_in_tf_data():
+    import tensorflow as tf
+
+    model = keras_mgr.wrap(tiny.backbone(), tiny.generator(), mode="base")
+    model.compile()
+    x, y = tiny.data(8)
+    y[3] = 7
+    with pytest.raises(Exception, match=r"label value of 7.*valid range of \[0, 3\)"):
+        model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(8), verbose=0)
+    with pytest.raises(ValueError, match=r"class ids in \[0, 3\).*\[0, 7\]"):
+        model.fit(x, y, verbose=0)

@@ -1,0 +1,39 @@
+"""One seed fixes every draw: two runs give identical weights."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent("""
+    import hashlib, sys
+    import tensorflow as tf
+    tf.config.experimental.enable_op_determinism()
+    sys.path.insert(0, "tests")
+    import keras, numpy as np, tiny, keras_mgr
+    keras.utils.set_random_seed(int(sys.argv[1]))
+    model = keras_mgr.wrap(tiny.backbone(norm="keras"), tiny.generator(), mode="mgr",
+                           seed=int(sys.argv[1]), meta_batch_size=8)
+    model.compile()
+    x, y = tiny.data(32)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    digest = hashlib.sha256()
+    for v in model.weights:
+        digest.update(np.ascontiguousarray(v.numpy()).tobytes())
+    print("DIGEST", digest.hexdigest())
+""")
+
+
+def run(seed):
+    # A fresh process: op determinism cannot be switched off once on.
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-c", SCRIPT, str(seed)], capture_output=True,
+                         text=True, env=env, check=True, cwd=os.path.dirname(
+                             os.path.dirname(os.path.abspath(__file__)))).stdout
+    return [line.split()[1] for line in out.splitlines() if line.startswith("DIGEST")][0]
+
+
+def test_same_seed_same_weights_other_seed_other_weights():
+    first, second, other = run(0), run(0), run(1)
+    assert first == second
+    assert first != other
