@@ -140,14 +140,18 @@ class MGRModel(keras.Model):
         self.build((None,) + self.image_shape)
 
     def build(self, input_shape):
-        nb = len(self.backbone.trainable_variables)
-        self._num_backbone_trainable = nb
+        self.built = True
+
+    @property
+    def _num_backbone_trainable(self):
+        # Read when a step is traced, so freezing layers and recompiling works.
+        return len(self.backbone.trainable_variables)
+
+    @property
+    def _is_seed_state(self):
         # Seed-generator states are integer variables: synthetic passes may
         # advance them (fresh dropout masks), BN statistics come from real data.
-        self._is_seed_state = [
-            "int" in str(v.dtype) for v in self.backbone.non_trainable_variables
-        ]
-        self.built = True
+        return ["int" in str(v.dtype) for v in self.backbone.non_trainable_variables]
 
     @property
     def generator(self):
@@ -348,14 +352,16 @@ class MGRModel(keras.Model):
 
         Returns `(meta_grads, inner_grads, meta_loss, total, aux)`;
         `inner_grads` covers `theta_vars` then the regularizer's variables and
-        is reused for the real update (the fused step).
+        is reused for the real update (the fused step); under mixed precision
+        it is still loss-scaled, as the `LossScaleOptimizer` expects.
         """
         extra_vars = self.regularizer.trainable_variables
         eta = self._learning_rate()
         n = len(theta_vars)
         if self.meta_gradient == "second_order":
             phi = [v.value for v in phi_vars]
-            with tf.GradientTape() as outer:
+            with tf.GradientTape(watch_accessed_variables=False) as outer:
+                outer.watch(phi)
                 with tf.GradientTape(watch_accessed_variables=False) as inner:
                     theta = [tf.identity(v.value) for v in theta_vars]
                     extra = [tf.identity(v.value) for v in extra_vars]
@@ -373,9 +379,9 @@ class MGRModel(keras.Model):
                             stop_gradient=inner_stop,
                         )
                     scaled = self.optimizer.scale_loss(total)
-                grads = inner.gradient(scaled, theta + extra)
-                grads = self._unscale(grads)
-                theta_look = meta.lookahead(theta, self._replica_gradient(grads[:n]), eta)
+                grads = inner.gradient(scaled, theta + extra)  # loss-scaled
+                inner_grads = self._replica_gradient(self._unscale(grads[:n]))
+                theta_look = meta.lookahead(theta, inner_grads, eta)
                 loss_val = self.meta_loss(theta_look, aux["real_state"], x_val, y_val,
                                           val_weights)
                 scaled_val = self._finder_scale(loss_val)
@@ -389,9 +395,10 @@ class MGRModel(keras.Model):
             total, aux = self.train_loss([v.value for v in theta_vars], state, phi, x, y,
                                          draws, sample_weight)
             scaled = self.optimizer.scale_loss(total)
-        grads = self._unscale(tape.gradient(scaled, list(theta_vars) + list(extra_vars)))
+        grads = tape.gradient(scaled, list(theta_vars) + list(extra_vars))  # loss-scaled
         theta = [tf.identity(v.value) for v in theta_vars]
-        theta_look = meta.lookahead(theta, self._replica_gradient(grads[:n]), eta)
+        theta_look = meta.lookahead(
+            theta, self._replica_gradient(self._unscale(grads[:n])), eta)
         with tf.GradientTape(watch_accessed_variables=False) as tape_v:
             tape_v.watch(theta_look)
             loss_val = self.meta_loss(theta_look, aux["real_state"], x_val, y_val,
@@ -445,19 +452,21 @@ class MGRModel(keras.Model):
                     [v.value for v in theta_vars], state,
                     [v.value for v in phi_vars], x, y, draws, sample_weight)
                 scaled = self.optimizer.scale_loss(total)
-            grads = tape.gradient(scaled, updated)
-            grads = self._unscale(grads)
+            grads = tape.gradient(scaled, updated)  # a LossScaleOptimizer unscales
 
         # A non-finite term must not reach any weight: skip this step's
         # updates and let the host stop training (`_check_finite`).
-        ok = self._record_nonfinite(aux, loss_val, grads + (meta_grads or []))
+        ok = self._record_nonfinite(aux, loss_val, grads, meta_grads or [])
         self._apply_if(ok, self.optimizer, grads, updated)
         if meta_grads is not None:
             # Order the finder's all-reduce after the main optimizer's: two
             # independent collectives may run in a different order per replica.
             with tf.control_dependencies([self.optimizer.iterations.value]):
                 meta_grads = [tf.identity(g) for g in meta_grads]
-            meta_ok = ops.logical_and(ok, _all_finite(meta_grads))  # loss-scale overflow
+            # Skipped, not failed: a loss-scale overflow, or a validation
+            # buffer not yet full (its zero rows would enter BN statistics).
+            meta_ok = ops.logical_and(ok, ops.logical_and(
+                _all_finite(meta_grads), self.meta_count.value >= self.meta_batch_size))
             self._apply_if(meta_ok, self.finder_optimizer, meta_grads, phi_vars)
             self.meta_tracker.update_state(self._unscale_for_replicas(loss_val))
         self._write_back_state(aux["real_state"], aux["synthetic_state"], ok)
@@ -496,6 +505,12 @@ class MGRModel(keras.Model):
         """
         if self.train_function is not None and not force:
             return self.train_function
+        if self.uses_finder and self.meta_every > 1 and self.steps_per_execution > 1:
+            raise ValueError(
+                "meta_every > 1 is scheduled on the host, one step at a time: use "
+                "steps_per_execution=1 with it. Received: meta_every="
+                f"{self.meta_every}, steps_per_execution={self.steps_per_execution}")
+        self.nonfinite.assign(0)
         plain = self._make_function(self.train_step)
         fused = self._make_function(self.meta_train_step) if self.uses_finder else plain
         self._host_step = None
@@ -589,14 +604,27 @@ class MGRModel(keras.Model):
         grads = [None if g is None else ops.where(ok, g, ops.zeros_like(g)) for g in grads]
         optimizer.apply(grads, variables)
 
-    def _record_nonfinite(self, aux, meta_loss, grads):
-        """Stores which term (if any) is non-finite; returns True if all are finite."""
-        terms = [aux["ce"], aux.get("synthetic"), meta_loss]
+    def _record_nonfinite(self, aux, meta_loss, grads, meta_grads):
+        """Stores which term (if any) is non-finite; returns True if all are finite.
+
+        The flag is sticky until the host reads it, so with
+        `steps_per_execution > 1` a bad step is not hidden by later ones.
+        """
         bad = [ops.zeros(()) if t is None else ops.cast(ops.logical_not(
-            ops.all(ops.isfinite(t))), "float32") for t in terms]
+            ops.all(ops.isfinite(t))), "float32") for t in (aux["ce"], aux.get("synthetic"))]
+        if meta_loss is None:
+            bad.append(ops.zeros(()))
+        elif self._loss_scaled():
+            # An overflowing loss-scaled inner gradient makes theta' infinite:
+            # the LossScaleOptimizer skips the step, the finder skips it too.
+            bad.append(ops.cast(ops.logical_and(
+                ops.logical_not(ops.all(ops.isfinite(meta_loss))),
+                _all_finite(grads)), "float32"))
+        else:
+            bad.append(ops.cast(ops.logical_not(ops.all(ops.isfinite(meta_loss))), "float32"))
         # With loss scaling an overflowing gradient is routine: the optimizer skips it.
         bad.append(ops.zeros(()) if self._loss_scaled() else ops.cast(
-            ops.logical_not(_all_finite(grads)), "float32"))
+            ops.logical_not(_all_finite(grads + meta_grads)), "float32"))
         bad = ops.stack(bad)
         replica = tf.distribute.get_replica_context()
         if replica is not None and self._replicas() > 1:
@@ -608,6 +636,7 @@ class MGRModel(keras.Model):
                 args=(bad,))
         # 0 if all finite, else 1 + the index of the first bad term.
         code = ops.where(ops.any(bad > 0), ops.cast(ops.argmax(bad > 0), "int32") + 1, 0)
+        code = ops.where(self.nonfinite.value > 0, self.nonfinite.value, code)
         self.nonfinite.assign(code)
         return ops.equal(code, 0)
 
@@ -616,12 +645,16 @@ class MGRModel(keras.Model):
         code = int(self.nonfinite.numpy())
         if code:
             term = ["ce_loss", self._synthetic_name, "meta_loss", "gradient"][code - 1]
-            step = self._host_step  # 1-based index of the step that failed
+            step = self._host_step  # 1-based index of the step (block) that failed
+            if self.steps_per_execution > 1:
+                step = f"{step - self.steps_per_execution + 1}..{step}"
+            self.nonfinite.assign(0)
             hint = (" An out-of-range label gives a NaN ce_loss on GPU."
                     if term == "ce_loss" else "")
             raise FloatingPointError(
                 f"Non-finite {term} at training step {step}: training stopped and "
-                f"this step's updates were skipped, so no weight took a NaN.{hint} "
+                f"this step's updates were skipped, so no weight took a NaN "
+                f"(under tf.distribute: zeroed, momentum may still move weights).{hint} "
                 "Lower the learning rate or pcr_weight, or check the data."
             )
 

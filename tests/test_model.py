@@ -123,7 +123,9 @@ def test_meta_every_schedules_on_the_host():
     x, y = tiny.data(32)
     model = build("mgr", meta_every=2)
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
-    assert model.finder_optimizer.iterations.numpy() == 2  # steps 0 and 2 of 4
+    # Meta steps at steps 0 and 2 of 4; step 0 skips the finder update (the
+    # validation buffer of previous batches is still empty).
+    assert model.finder_optimizer.iterations.numpy() == 1
 
 
 def test_synthetic_batch_size_option():
@@ -142,7 +144,7 @@ def test_save_and_load_round_trip(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
                                rtol=1e-6)
     assert loaded.mode == "mgr" and loaded.generator.trainable is False
-    assert loaded.finder_optimizer.iterations.numpy() == 2
+    assert loaded.finder_optimizer.iterations.numpy() == 1  # step 1: buffer empty
     for a, b in zip(loaded.finder.weights, model.finder.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 

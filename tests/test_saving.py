@@ -35,7 +35,7 @@ def test_keras_round_trip_every_mode(mode, tmp_path):
     for a, b in zip(optimizer_state(loaded.optimizer), optimizer_state(model.optimizer)):
         np.testing.assert_array_equal(a, b)
     if model.uses_finder:
-        assert loaded.finder_optimizer.iterations.numpy() == 2
+        assert loaded.finder_optimizer.iterations.numpy() == 1  # step 1: buffer empty
         for a, b in zip(optimizer_state(loaded.finder_optimizer),
                         optimizer_state(model.finder_optimizer)):
             np.testing.assert_array_equal(a, b)
@@ -109,6 +109,6 @@ def test_backup_and_restore_resumes_mid_epoch(mode, tmp_path):
     assert resumed.optimizer.iterations.numpy() == reference.optimizer.iterations.numpy()
     if mode == "mgr":
         assert (resumed.finder_optimizer.iterations.numpy()
-                == reference.finder_optimizer.iterations.numpy() == 12)
+                == reference.finder_optimizer.iterations.numpy() == 11)  # not step 1
     for a, b in zip(resumed.weights, reference.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.path)
