@@ -28,6 +28,7 @@ setuptools.setup(
     extras_require={
         "cpu": ["tensorflow-cpu>=2.18"],
         "gpu": ["tensorflow[and-cuda]>=2.18"],
-        "test": ["pytest", "pytest-xdist", "ruff"],  # = requirements-test.txt
+        "test": ["pytest", "pytest-xdist", "ruff", "tensorflow-datasets", "matplotlib",
+                 "nbclient", "nbformat", "ipykernel", "keras-cv"],  # = requirements-test.txt
     },
 )
