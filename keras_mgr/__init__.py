@@ -25,7 +25,7 @@ from keras_mgr.augment import ViewAugmentation  # noqa: E402
 from keras_mgr.finder import Finder  # noqa: E402
 from keras_mgr.mgr_model import MODES, MGRModel, load_model  # noqa: E402
 from keras_mgr.regularizer import MGRRegularizer  # noqa: E402
-from keras_mgr.synthetic import SyntheticSampler  # noqa: E402
+from keras_mgr.synthetic import SyntheticSampler, synthetic_dataset  # noqa: E402
 from keras_mgr.wrap import wrap  # noqa: E402
 
 __version__ = "0.1.0"
@@ -41,5 +41,6 @@ __all__ = [
     "generators",
     "layers",
     "load_model",
+    "synthetic_dataset",
     "wrap",
 ]

@@ -7,7 +7,7 @@ from keras import ops
 from keras_mgr import checks, meta, random
 from keras_mgr.finder import Finder
 from keras_mgr.regularizer import MGRRegularizer
-from keras_mgr.synthetic import SyntheticSampler
+from keras_mgr.synthetic import SyntheticSampler, synthetic_dataset
 from keras_mgr.utils import full_precision
 
 MODES = ("base", "gda", "metagda", "pcr", "mgr")
@@ -249,10 +249,14 @@ class MGRModel(keras.Model):
                 f"mode={self.mode!r}, synthetic_pool_size={self.synthetic_pool_size}"
             )
         n = self.synthetic_pool_size
-        z, labels = self.sampler.sample(n, dtype=keras.config.floatx())
-        images = ops.concatenate([
-            self.synthesize([], {"z": z[i:i + 256], "labels": labels[i:i + 256]})
-            for i in range(0, n, 256)], axis=0)
+        batches = list(synthetic_dataset(
+            self.generator, min(n, 256), num_batches=-(-n // 256),
+            seed=int(self.sampler.seed_state.numpy()[0]),
+            latent_dim=self.latent_dim, num_classes=self.num_classes))
+        images = ops.concatenate([b[0] for b in batches], axis=0)[:n]
+        labels = ops.concatenate([b[1] for b in batches], axis=0)[:n]
+        if tuple(images.shape[1:3]) != self.image_shape[:2]:
+            images = ops.image.resize(images, self.image_shape[:2])
         self.pool_images = self.add_weight(
             shape=(n,) + self.image_shape, initializer="zeros", trainable=False,
             name="pool_images")

@@ -1,9 +1,23 @@
-"""Latents and class-balanced labels for the synthetic batch."""
+"""Latents and class-balanced labels for the synthetic batch, in the step or in tf.data."""
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from keras_mgr import random
+
+
+def balanced_draw(batch_size, latent_dim, num_classes, seed, dtype="float32"):
+    """`(z, labels)` for one `(2,)` uint32 seed: `z ~ N(0, I)`, balanced labels.
+
+    Labels are a random rotation of `0, 1, ..., C-1, 0, 1, ...`, shuffled, so
+    every class appears `floor(n / C)` or `ceil(n / C)` times.
+    """
+    z = random.normal((batch_size, latent_dim), seed, dtype)
+    u = random.uniform((batch_size + 1,), seed, stream=7)
+    offset = ops.cast(u[0] * num_classes, "int32")
+    labels = (ops.arange(batch_size, dtype="int32") + offset) % num_classes
+    return z, ops.take(labels, ops.argsort(u[1:]))
 
 
 @keras.saving.register_keras_serializable(package="keras_mgr")
@@ -18,8 +32,7 @@ class SyntheticSampler(keras.layers.Layer):
     (KERAS_NOTES.md). Under `tf.distribute` the replica id is folded into the
     seed so that each replica draws different latents.
 
-    Labels are balanced: a random rotation of `0, 1, ..., C-1, 0, 1, ...`,
-    shuffled, so every class appears `floor(n / C)` or `ceil(n / C)` times.
+    Labels are class-balanced (`balanced_draw`).
 
     Args:
         latent_dim: int, size of `z`.
@@ -48,13 +61,8 @@ class SyntheticSampler(keras.layers.Layer):
 
     def sample(self, batch_size, dtype=None):
         """Returns `(z, labels)`: `(batch_size, latent_dim)` and `(batch_size,)` int32."""
-        seed = random.next_seed(self.seed_state)
-        z = random.normal((batch_size, self.latent_dim), seed, dtype or self.compute_dtype)
-        # A random rotation of 0..C-1, 0..C-1, ..., then a random permutation.
-        u = random.uniform((batch_size + 1,), seed, stream=7)
-        offset = ops.cast(u[0] * self.num_classes, "int32")
-        labels = (ops.arange(batch_size, dtype="int32") + offset) % self.num_classes
-        return z, ops.take(labels, ops.argsort(u[1:]))
+        return balanced_draw(batch_size, self.latent_dim, self.num_classes,
+                             random.next_seed(self.seed_state), dtype or self.compute_dtype)
 
     def get_config(self):
         return {
@@ -64,3 +72,53 @@ class SyntheticSampler(keras.layers.Layer):
             "seed": self.seed,
         }
 
+
+
+def synthetic_dataset(generator, batch_size, num_batches=None, seed=0, latent_dim=None,
+                      num_classes=None):
+    """A `tf.data` pipeline of synthetic `(images, labels)` batches from a generator.
+
+    Batch `i` is `G(z_i, y_i)` with `(z_i, y_i) = balanced_draw(..., seed=(seed, i))`,
+    so the stream is fixed by `seed` and any batch can be recomputed alone.
+    Generation runs in the pipeline's threads and is prefetched. `wrap()` builds
+    its synthetic pool (`synthetic_pool_size`, gda / pcr) from it; the finder
+    modes generate inside the step instead, where `G(F_phi(z), y)` needs
+    gradients. Also handy for sample grids and quality scores.
+
+    Args:
+        generator: a conditional generator (the `wrap()` protocol), called as
+            `generator([z, labels], training=False)`.
+        batch_size: images per batch.
+        num_batches: batches in the dataset; `None` repeats forever.
+        seed: int, the stream's seed.
+        latent_dim: defaults to `generator.latent_dim`.
+        num_classes: defaults to `generator.num_classes`.
+
+    Returns:
+        A `tf.data.Dataset` of `(images, int32 labels)`.
+
+    Example:
+
+    ```python
+    ds = keras_mgr.synthetic_dataset(gan.generator, batch_size=64, num_batches=10)
+    images, labels = next(iter(ds))
+    ```
+    """
+    latent_dim = int(latent_dim or getattr(generator, "latent_dim", 0))
+    num_classes = int(num_classes or getattr(generator, "num_classes", 0))
+    if latent_dim <= 0 or num_classes <= 0 or int(batch_size) <= 0:
+        raise ValueError(
+            "synthetic_dataset needs positive batch_size, latent_dim and num_classes "
+            "(from the generator's attributes or the arguments). Received: "
+            f"batch_size={batch_size}, latent_dim={latent_dim}, num_classes={num_classes}")
+    dtype = keras.config.floatx()
+
+    def generate(index):
+        seed_pair = tf.cast(tf.stack([tf.constant(seed, "int64"), index]) % (2**32), "uint32")
+        z, labels = balanced_draw(int(batch_size), latent_dim, num_classes, seed_pair, dtype)
+        return generator([z, labels], training=False), labels
+
+    indices = tf.data.Dataset.range(num_batches) if num_batches else tf.data.Dataset.range(
+        2**62)
+    return indices.map(generate, num_parallel_calls=tf.data.AUTOTUNE,
+                       deterministic=True).prefetch(tf.data.AUTOTUNE)
