@@ -70,3 +70,24 @@ def test_out_of_range_label_in_tf_data():
         model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(8), verbose=0)
     with pytest.raises(ValueError, match=r"class ids in \[0, 3\).*\[0, 7\]"):
         model.fit(x, y, verbose=0)
+
+
+def test_nonfinite_meta_loss_stops_before_the_finder_moves():
+    model = keras_mgr.wrap(tiny.backbone(norm="keras"), tiny.generator(), mode="mgr", seed=0,
+                           meta_batch_size=8)
+    model.compile()
+    x, y = tiny.data(16)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    before = [v.numpy() for v in model.weights]
+    # The lookahead's validation batch (the previous real batch) turns NaN: the
+    # current batch's ce_loss and pcr_loss stay finite, only meta_loss is not.
+    model.meta_images.assign(np.full(model.meta_images.shape, np.nan, "float32"))
+    with pytest.raises(FloatingPointError, match="Non-finite meta_loss at training step 3"):
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    trainable = {v.path for v in model.trainable_weights}
+    checked = 0
+    for v, a in zip(model.weights, before):
+        if "finder" in v.path or "moving" in v.path or v.path in trainable:
+            np.testing.assert_array_equal(v.numpy(), a, err_msg=v.path)
+            checked += 1
+    assert checked > len(model.finder.weights)
