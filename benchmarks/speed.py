@@ -1,20 +1,47 @@
-"""Per-step training time of every mode, as ratios to base measured in one run.
+"""What MGR costs: step time, peak memory, a breakdown and fit throughput.
 
-    python benchmarks/speed.py                    # CPU, no XLA
-    python benchmarks/speed.py --jit_compile      # XLA (meant for a GPU)
+    python benchmarks/speed.py                     # CPU, no XLA
+    python benchmarks/speed.py --jit_compile       # XLA (meant for a GPU)
+    python benchmarks/speed.py --quick             # smoke configuration
 
-Every configuration trains the same backbone (`small_cnn`) on the same batch
-size with the same generator, in one process. Configurations are interleaved
-in rounds and the median step time of each is reported, so that machine noise
-hits them alike; the ratio to base is the number to compare across machines.
+Every configuration trains the same backbone (`small_cnn`) with the same real
+and synthetic batch sizes and the same generator, in one process.
+Configurations are interleaved in rounds and the median step time of each is
+reported, so that machine noise (another process on the machine) hits them
+alike; the ratio to base is the number to compare across machines.
+
+Config syntax: `mode[:k][+pool][@s][/fd]`: `:k` sets meta_every=k (`:inf`:
+only the first step is a meta step, i.e. the plain mgr step), `+pool` a
+1024-image synthetic pool, `@s` synthetic_batch_size=s, `/fd` the
+finite-difference meta-gradient.
+
+Peak memory: TensorFlow's allocator statistics for the device
+(`tf.config.experimental.get_memory_info`, which works on CPU too): the peak
+during the timed steps minus what was allocated before them (weights, the
+other models), i.e. the step's working memory.
+
+Breakdown (mgr, meta_every=1): the step's parts timed directly as compiled
+functions (real-batch CE forward + backward; finder + generator forward; PCR's
+two augmented views through the backbone, forward + backward) and the meta
+step as the difference between the `mgr:1` and the plain `mgr:inf` step.
+
+Throughput: one epoch of `fit` on the digits training split as a shuffled
+`tf.data` pipeline (`Dataset.as_dataset`), after a warm-up epoch.
+
+Writes `<out>/speed_<device>_xla<on|off>.{md,json}`.
 """
 
+import json
 import os
+import sys
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import _common  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -25,17 +52,23 @@ from keras_mgr.backbones import small_cnn  # noqa: E402
 from keras_mgr.generators import conditional_generator  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("batch_size", 32, "Real batch size.")
+_common.define("integer", "batch_size", 32, "Real batch size.")
 flags.DEFINE_integer("synthetic_batch_size", 0, "Synthetic batch size (0: = batch_size).")
-flags.DEFINE_integer("image_size", 32, "Square image size.")
+_common.define("integer", "image_size", 32, "Square image size.")
 flags.DEFINE_integer("channels", 1, "Image channels.")
-flags.DEFINE_integer("steps", 10, "Timed steps per configuration and round.")
+_common.define("integer", "steps", 10, "Timed steps per configuration and round.")
 flags.DEFINE_integer("rounds", 3, "Rounds over all configurations.")
 flags.DEFINE_bool("jit_compile", False, "Compile the steps with XLA.")
 flags.DEFINE_list("configs",
-                  ["base", "gda", "gda+pool", "metagda", "pcr", "pcr+pool", "mgr", "mgr:5"],
-                  "Modes to time; 'mode:k' sets meta_every=k, '+pool' a 1024-image "
-                  "synthetic pool.")
+                  ["base", "gda", "gda+pool", "metagda", "pcr", "pcr+pool", "mgr:inf",
+                   "mgr", "mgr:5", "mgr/fd", "pcr@16", "pcr@8", "mgr@16", "mgr@8"],
+                  "Configurations to time (see the module docstring).")
+flags.DEFINE_list("throughput", ["base", "gda", "pcr", "mgr", "mgr:5"],
+                  "Configurations whose fit throughput is measured ([] to skip).")
+flags.DEFINE_bool("breakdown", True, "Time the parts of the mgr step.")
+_common.define("string", "out", "benchmarks/results", "Output folder ('' to print only).")
+flags.DEFINE_string("from_json", None, "Print the tables of a results JSON and exit.")
+_common.define("bool", "quick", False, "Smoke configuration: 2 steps, 1 round, 4 configs.")
 
 NUM_CLASSES = 10
 
@@ -51,55 +84,260 @@ class StepTimer(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self.start)
 
 
-def build(config, image_shape, generator):
+def parse_config(config):
+    """`"mgr:5+pool@16"` -> (mode, meta_every, pool, synthetic_batch_size or None).
+
+    A trailing `/fd` (not returned here) selects the finite-difference meta-gradient.
+    """
+    config = config.removesuffix("/fd")
+    config, _, sbs = config.partition("@")
     config, pool, _ = config.partition("+pool")
     mode, _, every = config.partition(":")
+    every = 10**9 if every == "inf" else int(every or 1)
+    return mode, every, bool(pool), int(sbs) if sbs else None
+
+
+def build(config, image_shape, generator, batch_size, synthetic_batch_size, jit_compile):
+    mode, every, pool, sbs = parse_config(config)
     keras.utils.set_random_seed(0)
     model = keras_mgr.wrap(
-        small_cnn(image_shape), generator, mode=mode, meta_every=int(every or 1), seed=0,
+        small_cnn(image_shape), generator, mode=mode, meta_every=every, seed=0,
         synthetic_pool_size=1024 if pool else 0,
-        synthetic_batch_size=FLAGS.synthetic_batch_size or None,
-        meta_batch_size=FLAGS.batch_size,
+        synthetic_batch_size=sbs or synthetic_batch_size or None,
+        meta_batch_size=batch_size,
+        meta_gradient="finite_difference" if config.endswith("/fd") else "second_order",
     )
-    model.compile(jit_compile=FLAGS.jit_compile)
+    model.compile(jit_compile=jit_compile)
     return model
 
 
-def measure(configs, image_shape, steps, rounds, batch_size):
-    """Median seconds per step of each config, interleaved over rounds."""
+def _memory():
+    device = "GPU:0" if tf.config.list_physical_devices("GPU") else "CPU:0"
+    try:
+        return device, tf.config.experimental.get_memory_info(device)
+    except (ValueError, RuntimeError):
+        return device, None
+
+
+def measure(configs, image_shape, steps, rounds, batch_size, synthetic_batch_size=0,
+            jit_compile=False):
+    """Per config: median seconds per step and peak working memory (bytes).
+
+    Returns `(seconds, memory, models, generator)`.
+    """
     generator = conditional_generator(64, NUM_CLASSES, image_shape)
     generator.trainable = False
     rng = np.random.default_rng(0)
     n = batch_size * steps
     x = rng.uniform(-1, 1, (n,) + image_shape).astype("float32")
     y = rng.integers(0, NUM_CLASSES, n)
-    models = {c: build(c, image_shape, generator) for c in configs}
+    models = {c: build(c, image_shape, generator, batch_size, synthetic_batch_size,
+                       jit_compile) for c in configs}
     times = {c: [] for c in configs}
-    for model in models.values():  # warm-up: tracing and compilation
-        model.fit(x[: 2 * batch_size], y[: 2 * batch_size], batch_size=batch_size,
-                  epochs=1, verbose=0)
+    memory = {c: 0 for c in configs}
+    # Warm-up: tracing and compilation; two batches so that a meta step, the
+    # validation buffer (filled after one batch) and a plain step all run.
+    for model in models.values():
+        model.fit(x[: 3 * batch_size], y[: 3 * batch_size], batch_size=batch_size,
+                  epochs=1, verbose=0, shuffle=False)
+    device, _ = _memory()
     for _ in range(rounds):
         for c, model in models.items():
             timer = StepTimer()
+            try:
+                tf.config.experimental.reset_memory_stats(device)
+            except (ValueError, RuntimeError):
+                pass
+            _, before = _memory()
             model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=False,
                       callbacks=[timer])
+            _, after = _memory()
+            if before and after:
+                memory[c] = max(memory[c], after["peak"] - before["current"])
             times[c].extend(timer.times)
-    return {c: float(np.median(t)) for c, t in times.items()}
+    seconds = {c: float(np.median(t)) for c, t in times.items()}
+    return seconds, memory, models, generator
+
+
+def _median_seconds(fn, repeats):
+    keras.ops.convert_to_numpy(tf.nest.flatten(fn())[0])  # trace / compile
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        keras.ops.convert_to_numpy(tf.nest.flatten(fn())[0])
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def breakdown(model, image_shape, batch_size, repeats, jit_compile):
+    """Seconds of the parts of one mgr step, each a compiled function."""
+    sbs = model.synthetic_batch_size or batch_size
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.uniform(-1, 1, (batch_size,) + image_shape).astype("float32"))
+    y = tf.constant(rng.integers(0, NUM_CLASSES, batch_size).astype("int32"))
+    theta = [v.value for v in model.classifier_variables]
+    state = [v.value for v in model.backbone.non_trainable_variables]
+    phi = [v.value for v in model.finder.trainable_variables]
+    draws = model.draw(sbs)
+    images = model.synthesize(phi, draws)
+    compiled = tf.function(jit_compile=jit_compile)
+
+    @compiled
+    def real_ce():
+        with tf.GradientTape() as tape:
+            tape.watch(theta)
+            _, logits, _, _ = model.forward(theta, state, x, training=True)
+            loss = model._ce(y, logits)
+        return tape.gradient(loss, theta)
+
+    @compiled
+    def generate():
+        return model.synthesize(phi, model.draw(sbs))
+
+    @compiled
+    def pcr_views():
+        with tf.GradientTape() as tape:
+            tape.watch(theta)
+            loss, _ = model.synthetic_loss(theta, state, images, draws)
+        return [g for g in tape.gradient(loss, theta) if g is not None]
+
+    return {"real CE forward + backward": _median_seconds(real_ce, repeats),
+            "finder + generator forward": _median_seconds(generate, repeats),
+            "PCR: two views, forward + backward": _median_seconds(pcr_views, repeats)}
+
+
+def throughput(configs, generator, batch_size, synthetic_batch_size, jit_compile):
+    """Images per second of a whole `fit` epoch on digits through tf.data."""
+    from keras_mgr import datasets
+
+    data = datasets.load("digits", ratio=1.0, seed=0, image_size=generator.output.shape[1])
+    result = {}
+    for c in configs:
+        model = build(c, data.image_shape, generator, batch_size, synthetic_batch_size,
+                      jit_compile)
+        train = data.as_dataset("train", batch_size=batch_size, shuffle=True, seed=0)
+        model.fit(train, epochs=1, verbose=0, shuffle=False)  # warm-up: tracing
+        start = time.perf_counter()
+        model.fit(train, epochs=1, verbose=0, shuffle=False)  # tf.data shuffles
+        result[c] = len(data.y_train) / (time.perf_counter() - start)
+    return result
+
+
+def report(f, seconds, memory, parts, images_per_second, device_name):
+    base = seconds.get("base", next(iter(seconds.values())))
+    base_memory = memory.get("base") or 1
+    pcr = seconds.get("pcr")
+    sbs = f["synthetic_batch_size"] or f["batch_size"]
+    lines = [
+        f"# Step cost, {device_name}, jit_compile={f['jit_compile']}", "",
+        f"Real batch {f['batch_size']}, synthetic batch {sbs} (unless `@s`), images "
+        f"{f['image_size']}x{f['image_size']}x{f['channels']}, small_cnn, "
+        f"{f['steps']} steps x {f['rounds']} rounds per config (median).", "",
+        "| config | ms / step | ratio to base | ratio to pcr | peak step memory (MiB) "
+        "| memory ratio to base |", "|---|---|---|---|---|---|"]
+    for c, s in seconds.items():
+        to_pcr = f"{s / pcr:.2f}" if pcr else "-"
+        mem = memory.get(c, 0)
+        lines.append(f"| {c} | {1000 * s:.1f} | {s / base:.2f} | {to_pcr} | "
+                     f"{mem / 2**20:.1f} | {mem / base_memory:.2f} |")
+    lines += _scaling(seconds, sbs)
+    if parts:
+        total = seconds.get("mgr")
+        plain = seconds.get("mgr:inf")
+        if total and plain:
+            parts = dict(parts, **{"meta step (mgr:1 - mgr:inf)": total - plain})
+        lines += ["", "## Where the mgr (meta_every=1) step goes", "",
+                  "| part | ms | share of the mgr step |", "|---|---|---|"]
+        for name, s in parts.items():
+            share = f"{s / total:.0%}" if total else "-"
+            lines.append(f"| {name} | {1000 * s:.1f} | {share} |")
+        if total:
+            lines.append(f"| whole mgr step | {1000 * total:.1f} | 100% |")
+    if images_per_second:
+        base_ips = images_per_second.get("base")
+        lines += ["", "## fit throughput (digits train split, tf.data, one epoch)", "",
+                  "| config | images / s | ratio to base |", "|---|---|---|"]
+        for c, ips in images_per_second.items():
+            ratio = f"{ips / base_ips:.2f}" if base_ips else "-"
+            lines.append(f"| {c} | {ips:.0f} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def _scaling(seconds, sbs):
+    """Extra cost over base of `mode@s` against `mode` (full synthetic batch)."""
+    base = seconds.get("base")
+    rows = []
+    for c, s in seconds.items():
+        mode, every, pool, size = parse_config(c)
+        full = seconds.get(c.split("@")[0])
+        if size is None or not base or not full or full == base:
+            continue
+        rows.append(f"| {c} | {size / sbs:.2f} | {(s - base) / (full - base):.2f} | "
+                    f"{s / full:.2f} |")
+    if not rows:
+        return []
+    return ["", "## Smaller synthetic batches", "",
+            "Extra cost over base, relative to the same mode at the full synthetic batch "
+            f"({sbs}); proportional scaling would match the batch fraction.", "",
+            "| config | synthetic batch fraction | extra cost fraction | step ratio |",
+            "|---|---|---|---|"] + rows
+
+
+def run(f):
+    """Runs every measurement of flag dict `f`; returns (markdown, results)."""
+    image_shape = (f["image_size"], f["image_size"], f["channels"])
+    seconds, memory, models, generator = measure(
+        f["configs"], image_shape, f["steps"], f["rounds"], f["batch_size"],
+        f["synthetic_batch_size"], f["jit_compile"])
+    parts = {}
+    mgr = models.get("mgr")
+    if f["breakdown"] and mgr is not None:
+        parts = breakdown(mgr, image_shape, f["batch_size"], f["steps"] * f["rounds"],
+                          f["jit_compile"])
+    images_per_second = throughput(f["throughput"], generator, f["batch_size"],
+                                   f["synthetic_batch_size"], f["jit_compile"]) if (
+        f["throughput"]) else {}
+    device = tf.config.list_logical_devices()[-1].name
+    md = report(f, seconds, memory, parts, images_per_second, device)
+    results = {"flags": f, "device": device, "seconds_per_step": seconds,
+               "peak_step_memory_bytes": memory, "breakdown_seconds": parts,
+               "fit_images_per_second": images_per_second}
+    return md, results
+
+
+def flag_dict():
+    f = {name: FLAGS[name].value for name in (
+        "batch_size", "synthetic_batch_size", "image_size", "channels", "steps",
+        "rounds", "jit_compile", "configs", "throughput", "breakdown", "out")}
+    if FLAGS.quick:
+        quick = {"steps": 2, "rounds": 1, "configs": ["base", "pcr", "mgr:inf", "mgr"],
+                 "throughput": ["base"]}
+        f.update({k: v for k, v in quick.items() if not FLAGS[k].present})
+    return f
 
 
 def main(argv):
     del argv
-    image_shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.channels)
-    seconds = measure(FLAGS.configs, image_shape, FLAGS.steps, FLAGS.rounds,
-                      FLAGS.batch_size)
-    base = seconds.get("base", next(iter(seconds.values())))
-    print(f"batch {FLAGS.batch_size}, synthetic batch "
-          f"{FLAGS.synthetic_batch_size or FLAGS.batch_size}, images {image_shape}, "
-          f"jit_compile={FLAGS.jit_compile}, backend device: "
-          f"{tf.config.list_logical_devices()[-1].name}")
-    print("| config | ms / step | ratio to base |\n|---|---|---|")
-    for c, s in seconds.items():
-        print(f"| {c} | {1000 * s:.1f} | {s / base:.2f} |")
+    f = flag_dict()
+    if FLAGS.from_json:  # re-render a finished measurement
+        with open(FLAGS.from_json) as fh:
+            r = json.load(fh)
+        print(report(r["flags"], r["seconds_per_step"], r["peak_step_memory_bytes"],
+                     r["breakdown_seconds"], r["fit_images_per_second"], r["device"]))
+        return
+    md, results = run(f)
+    print(md)
+    if f["out"]:
+        kind = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+        stem = os.path.join(f["out"], f"speed_{kind}_xla{'on' if f['jit_compile'] else 'off'}")
+        if FLAGS.quick:
+            stem += "_quick"
+        os.makedirs(f["out"], exist_ok=True)
+        with open(stem + ".md", "w") as fh:
+            fh.write(md)
+        with open(stem + ".json", "w") as fh:
+            json.dump(results, fh, indent=2)
+        print(f"wrote {stem}.md, .json")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,139 @@
+"""Shared pieces of the accuracy, ablation and paper benchmarks.
+
+Results are appended to a CSV, one row per finished run, keyed by every
+setting that changes the result, so a re-run skips finished runs (resume).
+Generators are cached per (dataset, ratio, seed, GAN steps) as weights.
+"""
+
+import csv
+import math
+import os
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+FIELDS = [
+    "key", "dataset", "ratio", "seed", "mode", "config", "options", "num_train",
+    "epochs", "steps", "gan_steps", "backbone", "image_size", "batch_size",
+    "accuracy", "seconds", "gan_seconds",
+]
+
+
+def define(kind, name, default, help_text):
+    """Defines an absl flag, or re-defaults it if `keras_mgr.demo` already did.
+
+    `keras_mgr.demo` defines its flags (seeds, modes, batch_size, ...) at
+    import time, and the benchmarks import its `train_generator` /
+    `train_classifier`: a second definition would raise DuplicateFlagError.
+    """
+    from absl import flags
+
+    if name in flags.FLAGS:
+        flags.FLAGS.set_default(name, default)
+        flags.FLAGS[name].help = help_text
+    else:
+        getattr(flags, f"DEFINE_{kind}")(name, default, help_text)
+
+
+def run_key(**settings):
+    """A stable string naming one run by the settings that change its result."""
+    return ";".join(f"{k}={settings[k]}" for k in sorted(settings))
+
+
+def read_rows(path):
+    """The CSV's runs, the first of each key (two processes may finish one twice)."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as fh:
+        rows = {}
+        for row in csv.DictReader(fh):
+            rows.setdefault(row["key"], row)
+        return list(rows.values())
+
+
+def append_row(path, row):
+    """Appends one finished run (a crash later never loses it)."""
+    new = not os.path.exists(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=FIELDS, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        fh.flush()
+
+
+def parse_options(items):
+    """`["consistency=cosine", "meta_every=5"]` -> dict of wrap() keyword arguments."""
+    import ast
+
+    options = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"options must be name=value. Received: {item!r}")
+        try:
+            options[name.strip()] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[name.strip()] = value  # a bare string such as cosine
+    return options
+
+
+def options_string(options):
+    return ",".join(f"{k}={options[k]}" for k in sorted(options)) or "defaults"
+
+
+def epochs_for(num_train, batch_size, steps):
+    """Whole epochs giving at least `steps` optimizer steps."""
+    return max(1, math.ceil(steps / math.ceil(num_train / batch_size)))
+
+
+def summarize(rows, group_keys, value="accuracy"):
+    """{group: (mean, std, n)} of `value` over rows (std: population, ddof=0)."""
+    groups = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in group_keys), []).append(float(row[value]))
+    return {g: (float(np.mean(v)), float(np.std(v)), len(v)) for g, v in groups.items()}
+
+
+def cached_generator(data, dataset, ratio, seed, gan_steps, cache_dir):
+    """The conditional GAN's generator trained on `data`'s training subset only.
+
+    Trained with `keras_mgr.demo.train_generator` for `gan_steps` steps (batch
+    64, rounded up to whole epochs) and cached as weights under `cache_dir`.
+    Returns `(generator, seconds)`; seconds is 0.0 for a cache hit.
+    """
+    import time
+
+    from keras_mgr import generators
+    from keras_mgr.demo import train_generator
+
+    name = f"{_slug(dataset)}_r{ratio}_s{seed}_g{gan_steps}_i{data.image_shape[0]}"
+    path = os.path.join(cache_dir, name + ".weights.h5")
+    if os.path.exists(path):
+        gan = generators.ConditionalGAN(num_classes=data.num_classes,
+                                        image_shape=data.image_shape, seed=seed)
+        generator = gan.generator
+        generator.load_weights(path)
+        generator.trainable = False
+        return generator, 0.0
+    epochs = epochs_for(len(data.y_train), 64, gan_steps)
+    start = time.perf_counter()
+    generator = train_generator(data, seed, epochs)
+    seconds = time.perf_counter() - start
+    os.makedirs(cache_dir, exist_ok=True)
+    generator.save_weights(path + ".tmp.weights.h5")
+    os.replace(path + ".tmp.weights.h5", path)
+    return generator, seconds
+
+
+def _slug(name):
+    return "".join(c if c.isalnum() else "_" for c in str(name)).strip("_")[-40:]
+
+
+def log(*args):
+    print(*args, flush=True)
+    sys.stdout.flush()

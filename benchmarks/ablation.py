@@ -1,0 +1,96 @@
+"""Ablation of the options the paper leaves open (../shared/METHOD.md), mode mgr.
+
+Each variant changes one `wrap()` option from a centre configuration
+(meta_every=5, see CENTRE); all run on the same subsets, generators (shared
+cache with accuracy.py) and seeds.
+
+    python benchmarks/ablation.py                    # 10% digits, seeds 0,1,2
+    python benchmarks/ablation.py --variants=cosine,meta_every_5
+
+Writes `<out>/ablation.csv` (resumable), `<out>/ablation.md` and `.png`.
+Runs that accuracy.py already made with identical settings (wrap()'s
+defaults) are copied from its CSV rather than re-run.
+
+The validation batch source is not an option of `wrap()`: the lookahead's
+validation batch is always the rolling buffer of the most recent real
+training examples; only its size (`meta_batch_size`) can be varied here.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common  # noqa: E402
+import accuracy  # noqa: E402  (defines the shared flags)
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+# Every variant changes one option from a centre configuration. The centre
+# is meta_every=5, not the meta_every=1 of wrap() at the time of writing: a
+# meta_every=1 mgr run costs about 2.5x a meta_every=5 one on 2 CPU cores, and
+# the whole ablation (3 seeds) had to fit in about an hour. `meta_every_1`
+# (wrap()'s defaults, copied from accuracy.py's runs) tests that choice.
+CENTRE = {"meta_every": 5}
+CHANGES = {
+    "meta_every_5": {},
+    "cosine": {"consistency": "cosine"},
+    "simsiam": {"consistency": "simsiam"},
+    "finder_lr_1e-2": {"finder_learning_rate": 1e-2},
+    "pcr_weight_0.3": {"pcr_weight": 0.3},
+    "pcr_weight_3": {"pcr_weight": 3.0},
+    "finite_difference": {"meta_gradient": "finite_difference"},
+    "finder_lr_1e-4": {"finder_learning_rate": 1e-4},
+    "meta_batch_32": {"meta_batch_size": 32},
+    "meta_every_1": {"meta_every": None},  # last: usually copied from accuracy.csv
+}
+# name -> wrap() options (None removes an option: back to wrap()'s default).
+VARIANTS = {name: {k: v for k, v in dict(CENTRE, **change).items() if v is not None}
+            for name, change in CHANGES.items()}
+flags.DEFINE_list("variants", list(VARIANTS), f"Variants, from {list(VARIANTS)}.")
+flags.DEFINE_string("ablation_mode", "mgr", "Mode every variant runs in.")
+flags.DEFINE_string("reuse", "benchmarks/results/accuracy.csv",
+                    "CSV whose runs with identical settings are copied, not re-run.")
+
+
+def run_ablation(s, variant_names, mode="mgr", reuse=None):
+    """Runs variant by variant (all seeds of one before the next); returns rows."""
+    path = os.path.join(s["out"], s["name"] + ".csv")
+    for name in variant_names:
+        if name not in VARIANTS:
+            raise ValueError(f"Unknown variant {name!r}. Known: {list(VARIANTS)}")
+        variant = [(name, mode, VARIANTS[name])]
+        if reuse:
+            _copy_identical(reuse, path, s, variant)
+        accuracy.run_grid(s, variants=variant)
+    return _common.read_rows(path)
+
+
+def _copy_identical(source, path, s, variant):
+    """Copies rows of `source` whose run key this variant would produce."""
+    (name, mode, opts), = variant
+    have = {row["key"] for row in _common.read_rows(path)}
+    for row in _common.read_rows(source):
+        if row["key"] in have or row["mode"] != mode:
+            continue
+        if row["options"] == _common.options_string(opts) and row["ratio"] in {
+            str(float(r)) for r in s["ratios"]
+        } and row["seed"] in {str(int(x)) for x in s["seeds"]}:
+            _common.append_row(path, dict(row, config=name))
+
+
+def main(argv):
+    del argv
+    s = accuracy.settings_from_flags()
+    if not FLAGS["name"].present:
+        s["name"] = "ablation_quick" if FLAGS.quick else "ablation"
+    if not FLAGS["ratios"].present and not FLAGS.quick:
+        s["ratios"] = ["0.1"]
+    rows = run_ablation(s, FLAGS.variants, FLAGS.ablation_mode, FLAGS.reuse)
+    print(accuracy.write_report(rows, s["out"], s["name"],
+                                f"Ablation, mode {FLAGS.ablation_mode}, {s['dataset']}"))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,202 @@
+"""Test accuracy of every mode over data ratios and seeds (paper's main claim).
+
+For each ratio and seed: a stratified subset of the training split, a
+conditional GAN trained on that subset only (cached, shared by every mode),
+then a fresh `small_cnn` wrapped in each mode, trained with
+`keras_mgr.demo.train_classifier` and evaluated on the fixed test split.
+
+    python benchmarks/accuracy.py                       # full grid, digits
+    python benchmarks/accuracy.py --quick               # smoke configuration
+    python benchmarks/accuracy.py --dataset=flowers --image_size=64
+    python benchmarks/accuracy.py --options=consistency=cosine,meta_every=5
+
+Writes `<out>/<name>.csv` (one row per run, appended as runs finish; a
+re-run skips every run already in it), `<out>/<name>.md` (mean ± std test
+accuracy per mode and ratio) and `<out>/<name>.png` (accuracy vs ratio).
+"""
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+import keras_mgr.demo  # noqa: E402, F401  (defines its flags first: see _common.define)
+
+MODES = ["base", "gda", "metagda", "pcr", "mgr"]
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("dataset", "digits", "digits, a TFDS name, or an image-folder path.")
+flags.DEFINE_string("data_dir", None, "TFDS data directory (or image folder).")
+flags.DEFINE_list("ratios", ["0.1", "0.25", "0.5", "1.0"], "Training-data fractions.")
+_common.define("list", "seeds", ["0", "1", "2"], "Seeds (subset, generator, classifier).")
+_common.define("list", "modes", MODES, "Modes to compare.")
+flags.DEFINE_integer("gan_steps", 500, "GAN steps per subset (batch 64, whole epochs).")
+flags.DEFINE_integer("steps", 160, "Classifier steps per run (whole epochs).")
+_common.define("integer", "batch_size", 32, "Real (and synthetic) batch size.")
+_common.define("integer", "image_size", 32, "Image height and width.")
+_common.define("float", "learning_rate", 1e-3, "Adam learning rate of the classifier.")
+flags.DEFINE_list("options", [], "wrap() options as name=value, e.g. consistency=cosine.")
+flags.DEFINE_string("config", None, "Name of this option set in the CSV (default: options).")
+flags.DEFINE_string("out", "benchmarks/results", "Output folder.")
+flags.DEFINE_string("name", "accuracy", "Stem of the CSV / MD / PNG files.")
+flags.DEFINE_string("cache", "runs/generators", "Folder of cached generator weights.")
+flags.DEFINE_bool("quick", False, "Smoke configuration: ratios 0.1,0.5; seed 0; "
+                  "60 GAN steps; 40 classifier steps; all modes (minutes on 2 cores).")
+
+QUICK = {"ratios": ["0.1", "0.5"], "seeds": ["0"], "gan_steps": 60, "steps": 40,
+         "name": "accuracy_quick"}
+
+
+def settings_from_flags():
+    """The run grid as a dict; `--quick` overrides flags the user did not set."""
+    s = {name: FLAGS[name].value for name in (
+        "dataset", "data_dir", "ratios", "seeds", "modes", "gan_steps", "steps",
+        "batch_size", "image_size", "learning_rate", "options", "config", "out", "name",
+        "cache")}
+    if FLAGS.quick:
+        for name, value in QUICK.items():
+            if not FLAGS[name].present:
+                s[name] = value
+    return s
+
+
+def run_grid(s, variants=None, backbone="small_cnn", train=None, gan_image_size=None):
+    """Runs every (ratio, seed, variant, mode) not yet in the CSV; returns all rows.
+
+    Args:
+        s: settings (see `settings_from_flags`).
+        variants: list of `(config_name, mode, wrap_options)`; default: each
+            of `s["modes"]` with `s["options"]`.
+        backbone: backbone name recorded in the CSV and the run key.
+        train: `train(data, generator, mode, seed, epochs, batch_size,
+            learning_rate, **wrap_options) -> test accuracy`; default
+            `keras_mgr.demo.train_classifier` (a fresh `small_cnn`).
+        gan_image_size: train the generator on the same subset loaded at this
+            size (default: `s["image_size"]`); the classifier then needs
+            `resize_synthetic=True`.
+    """
+    from keras_mgr import datasets
+    from keras_mgr.demo import train_classifier
+
+    train = train or train_classifier
+    gan_image_size = gan_image_size or s["image_size"]
+
+    options = _common.parse_options(s["options"])
+    if variants is None:
+        config = s["config"] or _common.options_string(options)
+        variants = [(config, mode, options) for mode in s["modes"]]
+    path = os.path.join(s["out"], s["name"] + ".csv")
+    done = {row["key"] for row in _common.read_rows(path)}
+    for ratio in map(float, s["ratios"]):
+        for seed in map(int, s["seeds"]):
+            todo = []
+            for config, mode, opts in variants:
+                extra = {} if gan_image_size == s["image_size"] else {
+                    "gan_image_size": gan_image_size}
+                key = _common.run_key(
+                    dataset=s["dataset"], ratio=ratio, seed=seed, mode=mode,
+                    options=_common.options_string(opts), steps=s["steps"],
+                    gan_steps=s["gan_steps"], batch_size=s["batch_size"],
+                    image_size=s["image_size"], learning_rate=s["learning_rate"],
+                    backbone=backbone, **extra)
+                if key not in done:
+                    todo.append((key, config, mode, opts))
+            if not todo:
+                continue
+            data = datasets.load(s["dataset"], ratio=ratio, seed=seed,
+                                 image_size=s["image_size"], data_dir=s["data_dir"])
+            gan_data = data if gan_image_size == s["image_size"] else datasets.load(
+                s["dataset"], ratio=ratio, seed=seed, image_size=gan_image_size,
+                data_dir=s["data_dir"])
+            generator, gan_seconds = _common.cached_generator(
+                gan_data, s["dataset"], ratio, seed, s["gan_steps"], s["cache"])
+            epochs = _common.epochs_for(len(data.y_train), s["batch_size"], s["steps"])
+            _common.log(f"ratio {ratio} seed {seed}: {len(data.y_train)} train images, "
+                        f"generator {gan_seconds:.0f} s, {epochs} classifier epochs")
+            for key, config, mode, opts in todo:
+                start = time.perf_counter()
+                accuracy = train(data, generator, mode, seed, epochs, s["batch_size"],
+                                 s["learning_rate"], **opts)
+                row = {
+                    "key": key, "dataset": s["dataset"], "ratio": ratio, "seed": seed,
+                    "mode": mode, "config": config,
+                    "options": _common.options_string(opts),
+                    "num_train": len(data.y_train), "epochs": epochs,
+                    "steps": s["steps"], "gan_steps": s["gan_steps"],
+                    "backbone": backbone, "image_size": s["image_size"],
+                    "batch_size": s["batch_size"], "accuracy": f"{accuracy:.4f}",
+                    "seconds": f"{time.perf_counter() - start:.1f}",
+                    "gan_seconds": f"{gan_seconds:.1f}",
+                }
+                _common.append_row(path, row)
+                gan_seconds = 0.0
+                _common.log(f"  {config:24s} {mode:8s} {accuracy:.4f} ({row['seconds']} s)")
+    return _common.read_rows(path)
+
+
+def write_report(rows, out, name, title="Test accuracy"):
+    """Markdown table (mean ± std per mode and ratio) and PNG plot."""
+    stats = _common.summarize(rows, ["config", "mode", "ratio"])
+    ratios = sorted({float(r) for _, _, r in stats})
+    lines_ = sorted({(c, m) for c, m, _ in stats},
+                    key=lambda cm: (cm[0], MODES.index(cm[1]) if cm[1] in MODES else 99))
+    configs = {c for c, _ in lines_}
+    header = "| mode | " + " | ".join(f"{r:.0%} data" for r in ratios) + " |"
+    table = [f"# {title}", "",
+             "Test accuracy (%), mean ± std over seeds (n = number of seeds).", "",
+             header, "|---|" + "---|" * len(ratios)]
+    for config, mode in lines_:
+        cells = []
+        for r in ratios:
+            hit = [v for (c, m, rr), v in stats.items()
+                   if c == config and m == mode and float(rr) == r]
+            cells.append(f"{100 * hit[0][0]:.2f} ± {100 * hit[0][1]:.2f} (n={hit[0][2]})"
+                         if hit else "-")
+        label = mode if len(configs) == 1 else f"{mode} [{config}]"
+        table.append(f"| {label} | " + " | ".join(cells) + " |")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, name + ".md"), "w") as fh:
+        fh.write("\n".join(table) + "\n")
+    _plot(stats, lines_, len(configs), os.path.join(out, name + ".png"), title)
+    return "\n".join(table)
+
+
+def _plot(stats, lines_, n_configs, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for config, mode in lines_:
+        points = sorted((float(r), v) for (c, m, r), v in stats.items()
+                        if c == config and m == mode)
+        xs = [100 * p[0] for p in points]
+        ax.errorbar(xs, [100 * p[1][0] for p in points],
+                    yerr=[100 * p[1][1] for p in points], marker="o", capsize=3,
+                    label=mode if n_configs == 1 else f"{mode} [{config}]")
+    ax.set_xscale("log")
+    ax.set_xlabel("training data (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv):
+    del argv
+    s = settings_from_flags()
+    rows = run_grid(s)
+    print(write_report(rows, s["out"], s["name"],
+                       f"Test accuracy on {s['dataset']} ({s['steps']} classifier "
+                       f"steps, {s['gan_steps']} GAN steps)"))
+
+
+if __name__ == "__main__":
+    app.run(main)

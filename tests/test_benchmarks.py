@@ -1,0 +1,174 @@
+"""Smoke tests of benchmarks/: CSV rows, resume, reports, paper.py on mock TFDS.
+
+Correctness only, never timing; every configuration is shrunk to a few steps.
+"""
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "benchmarks")
+sys.path.insert(0, BENCHMARKS)
+
+import _common  # noqa: E402
+import accuracy  # noqa: E402
+
+
+def _settings(tmp_path, **overrides):
+    s = {"dataset": "digits", "data_dir": None, "ratios": ["0.1"], "seeds": ["0"],
+         "modes": ["base", "gda"], "gan_steps": 2, "steps": 2, "batch_size": 16,
+         "image_size": 16, "learning_rate": 1e-3, "options": [], "config": None,
+         "out": str(tmp_path), "name": "acc", "cache": str(tmp_path / "gen")}
+    s.update(overrides)
+    return s
+
+
+def _read(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_accuracy_quick_cli_writes_csv_table_and_plot(tmp_path):
+    """`accuracy.py --quick`, shrunk further by flags (ratio, modes, steps)."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, os.path.join(BENCHMARKS, "accuracy.py"), "--quick",
+           "--ratios=0.1,0.5", "--modes=base,mgr", "--gan_steps=2", "--steps=3",
+           "--image_size=16", f"--out={out}", f"--cache={tmp_path / 'gen'}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = _read(out / "accuracy_quick.csv")
+    assert sorted((r["ratio"], r["mode"]) for r in rows) == sorted(
+        (r, m) for r in ("0.1", "0.5") for m in ("base", "mgr"))
+    for row in rows:
+        assert set(_common.FIELDS) <= set(row)
+        assert 0.0 <= float(row["accuracy"]) <= 1.0
+        assert row["seed"] == "0" and row["steps"] == "3"
+    assert int(rows[0]["epochs"]) >= 1
+    table = (out / "accuracy_quick.md").read_text()
+    assert "| mode | 10% data | 50% data |" in table
+    assert "| mgr | " in table and "(n=1)" in table
+    assert (out / "accuracy_quick.png").stat().st_size > 1000
+    # One generator per (ratio, seed), shared by the modes.
+    assert len(os.listdir(tmp_path / "gen")) == 2
+
+
+def _no_gan(monkeypatch):
+    """Training is faked in the resume tests (the CLI test trains for real)."""
+    monkeypatch.setattr(_common, "cached_generator", lambda *a, **k: (None, 0.0))
+
+
+def test_resume_skips_finished_runs(tmp_path, monkeypatch):
+    _no_gan(monkeypatch)
+    s = _settings(tmp_path)
+    monkeypatch.setattr("keras_mgr.demo.train_classifier", lambda *a, **k: 0.25)
+    rows = accuracy.run_grid(s)
+    assert [(r["mode"], r["accuracy"]) for r in rows] == [("base", "0.2500"),
+                                                          ("gda", "0.2500")]
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr("keras_mgr.demo.train_classifier", fail)
+    assert len(accuracy.run_grid(s)) == 2  # nothing re-run, nothing appended
+    # A new seed or option is a new run; the finished ones still are skipped.
+    calls = []
+    monkeypatch.setattr("keras_mgr.demo.train_classifier",
+                        lambda *a, **k: calls.append((a[2], a[3], k)) or 0.5)
+    rows = accuracy.run_grid(dict(s, seeds=["0", "1"], options=["pcr_weight=0.5"]))
+    assert sorted(c[:2] for c in calls) == [("base", 0), ("base", 1), ("gda", 0), ("gda", 1)]
+    assert all(c[2] == {"pcr_weight": 0.5} for c in calls)
+    assert len(rows) == 6
+    assert {r["config"] for r in rows} == {"defaults", "pcr_weight=0.5"}
+    table = accuracy.write_report(rows, s["out"], "acc")
+    assert "gda [pcr_weight=0.5]" in table and "50.00 ± 0.00 (n=2)" in table
+
+
+def test_summary_mean_and_std():
+    rows = [{"mode": "mgr", "accuracy": a} for a in ("0.9", "0.8", "1.0")]
+    mean, std, n = _common.summarize(rows, ["mode"])[("mgr",)]
+    assert mean == pytest.approx(0.9) and std == pytest.approx(0.0816, abs=1e-4) and n == 3
+
+
+def test_parse_options():
+    assert _common.parse_options(["consistency=cosine", "meta_every=5",
+                                  "finder_learning_rate=1e-2"]) == {
+        "consistency": "cosine", "meta_every": 5, "finder_learning_rate": 0.01}
+    with pytest.raises(ValueError, match="name=value"):
+        _common.parse_options(["cosine"])
+
+
+def test_ablation_copies_identical_runs_and_runs_variants(tmp_path, monkeypatch):
+    import ablation
+
+    _no_gan(monkeypatch)
+    s = _settings(tmp_path, name="abl")
+    source = tmp_path / "acc.csv"
+    key = _common.run_key(dataset="digits", ratio=0.1, seed=0, mode="mgr",
+                          options="defaults", steps=2, gan_steps=2, batch_size=16,
+                          image_size=16, learning_rate=1e-3, backbone="small_cnn")
+    _common.append_row(str(source), {"key": key, "mode": "mgr", "options": "defaults",
+                                     "ratio": 0.1, "seed": 0, "accuracy": 0.75})
+    calls = []
+    monkeypatch.setattr("keras_mgr.demo.train_classifier",
+                        lambda *a, **k: calls.append((a[2], k)) or 0.5)
+    rows = ablation.run_ablation(s, ["meta_every_5", "meta_every_1"], reuse=str(source))
+    assert calls == [("mgr", {"meta_every": 5})]  # wrap() defaults copied, not re-run
+    assert {r["config"]: float(r["accuracy"]) for r in rows} == {
+        "meta_every_5": 0.5, "meta_every_1": 0.75}
+    with pytest.raises(ValueError, match="Unknown variant"):
+        ablation.run_ablation(s, ["no_such_variant"])
+
+
+def test_speed_quick_cli(tmp_path):
+    cmd = [sys.executable, os.path.join(BENCHMARKS, "speed.py"), "--quick",
+           "--configs=base,mgr:inf,mgr", "--throughput=base", "--steps=1",
+           "--image_size=16", "--batch_size=8", f"--out={tmp_path}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    md = (tmp_path / "speed_cpu_xlaoff_quick.md").read_text()
+    for line in ("| base | ", "| mgr:inf | ", "| mgr | ",
+                 "| meta step (mgr:1 - mgr:inf) |", "| PCR: two views, forward + backward |",
+                 "## fit throughput"):
+        assert line in md, (line, md, result.stdout[-2000:])
+    assert os.path.exists(tmp_path / "speed_cpu_xlaoff_quick.json")
+
+
+def test_speed_parse_config():
+    import speed
+
+    assert speed.parse_config("mgr:5+pool@16") == ("mgr", 5, True, 16)
+    assert speed.parse_config("base") == ("base", 1, False, None)
+    assert speed.parse_config("mgr:inf")[1] == 10**9
+    assert speed.parse_config("mgr:5/fd") == ("mgr", 5, False, None)
+
+
+def test_paper_end_to_end_on_mock_tfds(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    import paper
+
+    s = _settings(tmp_path, ratios=["1.0"], modes=["base", "mgr"], image_size=16,
+                  batch_size=8, steps=2, gan_steps=2, name="paper")
+    with tfds.testing.mock_data(num_examples=24):
+        tables = paper.run(s, ["pets", "aircraft"], "resnet18", width=4,
+                           gan_image_size=8)
+    assert list(tables) == ["pets"]  # aircraft: not in TFDS, skipped without a folder
+    rows = _read(tmp_path / "paper_pets.csv")
+    assert [r["mode"] for r in rows] == ["base", "mgr"]
+    assert {r["backbone"] for r in rows} == {"resnet18_w4"}
+    assert "gan_image_size=8" in rows[0]["key"]
+    assert "| mgr | " in (tmp_path / "paper.md").read_text()
+    assert (tmp_path / "paper_pets.png").exists()
+
+
+def test_paper_backbones():
+    import paper
+
+    net = paper.make_backbone("MobileNetV3Small", (32, 32, 3), weights=None)
+    assert len(net.output_shape) == 2
+    assert paper.make_backbone("resnet18", (16, 16, 3), width=4).output_shape == (None, 32)
+    with pytest.raises(ValueError, match="Unknown backbone 'NoSuchNet'"):
+        paper.make_backbone("NoSuchNet", (32, 32, 3))
