@@ -20,7 +20,7 @@ if keras.backend.backend() != "tensorflow":
         f"meta step). Set KERAS_BACKEND=tensorflow. Received: {keras.backend.backend()!r}"
     )
 
-from keras_mgr import backbones, datasets, generators, layers  # noqa: E402
+from keras_mgr import backbones, callbacks, datasets, generators, layers  # noqa: E402
 from keras_mgr.augment import ViewAugmentation  # noqa: E402
 from keras_mgr.finder import Finder  # noqa: E402
 from keras_mgr.mgr_model import MODES, MGRModel, load_model  # noqa: E402
@@ -37,6 +37,7 @@ __all__ = [
     "SyntheticSampler",
     "ViewAugmentation",
     "backbones",
+    "callbacks",
     "datasets",
     "generators",
     "layers",

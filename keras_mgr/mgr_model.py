@@ -116,6 +116,12 @@ class MGRModel(keras.Model):
             self.synthetic_tracker = keras.metrics.Mean(name=self._synthetic_name)
         if self.uses_finder:
             self.meta_tracker = keras.metrics.Mean(name="meta_loss")
+            # Diagnostics of the finder: the norm of its meta-gradient (meta
+            # steps only; per replica under tf.distribute, then averaged) and
+            # how far it moves latents from uniform sampling, the mean
+            # ||F(z) - z|| over the synthetic batch.
+            self.meta_grad_norm_tracker = keras.metrics.Mean(name="meta_grad_norm")
+            self.latent_shift_tracker = keras.metrics.Mean(name="latent_shift")
             # Rolling buffer of the most recent real examples: the validation
             # batch of the lookahead is real training data other than the
             # current batch (METHOD.md: no separate split is assumed).
@@ -279,25 +285,34 @@ class MGRModel(keras.Model):
             draws["views"] = self.regularizer.draw_views(template)
         return draws
 
-    def synthesize(self, phi, draws):
+    def synthesize(self, phi, draws, return_shift=False):
         """`G(F_phi(z), y_s)` (finder modes) or `G(z, y_s)`.
 
         With `latent_space="w"`: `synthesis(F_phi(mapping(z, y)), y)`. With a
-        synthetic pool: the drawn pool images.
+        synthetic pool: the drawn pool images. With `return_shift=True`,
+        returns `(images, shift)`, `shift` the batch mean of `||F_phi(z) - z||`
+        (0 without a finder).
         """
+        shift = ops.zeros((), "float32")
         if "pool_index" in draws:
-            return ops.take(self.pool_images.value, draws["pool_index"], axis=0)
+            images = ops.take(self.pool_images.value, draws["pool_index"], axis=0)
+            return (images, shift) if return_shift else images
         z, labels = draws["z"], draws["labels"]
         generate = self.generator
         if self.latent_space == "w":
             z = self.generator.mapping([z, labels], training=False)
             generate = self.generator.synthesis
         if self.uses_finder:
-            z, _ = self.finder.stateless_call(phi, [], [z, labels])
+            found, _ = self.finder.stateless_call(phi, [], [z, labels])
+            # A logged diagnostic only: no gradient (the norm has none at 0).
+            shift = ops.mean(ops.norm(ops.cast(ops.stop_gradient(found - z), "float32"),
+                                      axis=-1))
+            z = found
         images = generate([z, labels], training=False)
         if tuple(images.shape[1:3]) != self.image_shape[:2]:
             images = ops.image.resize(images, self.image_shape[:2])
-        return ops.cast(images, self.compute_dtype)
+        images = ops.cast(images, self.compute_dtype)
+        return (images, shift) if return_shift else images
 
     def synthetic_loss(self, theta, state, images, draws, stop_gradient=None):
         """PCR of `images` at `theta` (backbone only), or their CE for gda modes.
@@ -328,7 +343,7 @@ class MGRModel(keras.Model):
         aux = {"ce": ce, "logits": logits, "real_state": real_state,
                "synthetic_state": real_state}
         if self.uses_synthetic:
-            images = self.synthesize(phi, draws)
+            images, aux["latent_shift"] = self.synthesize(phi, draws, return_shift=True)
             synthetic, aux["synthetic_state"] = self.synthetic_loss(
                 theta, real_state, images, draws, stop_gradient
             )
@@ -473,6 +488,7 @@ class MGRModel(keras.Model):
                 _all_finite(meta_grads), self.meta_count.value >= self.meta_batch_size))
             self._apply_if(meta_ok, self.finder_optimizer, meta_grads, phi_vars)
             self.meta_tracker.update_state(self._unscale_for_replicas(loss_val))
+            self.meta_grad_norm_tracker.update_state(meta.global_norm(meta_grads))
         self._write_back_state(aux["real_state"], aux["synthetic_state"], ok)
         if self.uses_finder:
             self._remember(x, y)
@@ -485,6 +501,8 @@ class MGRModel(keras.Model):
         if self.uses_synthetic:
             self.synthetic_tracker.update_state(
                 self._unscale_for_replicas(aux["synthetic"]))
+        if self.uses_finder:
+            self.latent_shift_tracker.update_state(aux["latent_shift"])
         return self.compute_metrics(x, y, aux["logits"], sample_weight)
 
     def test_step(self, data):
