@@ -29,6 +29,6 @@ setuptools.setup(
         "cpu": ["tensorflow-cpu>=2.18"],
         "gpu": ["tensorflow[and-cuda]>=2.18"],
         "test": ["pytest", "pytest-xdist", "ruff", "tensorflow-datasets", "matplotlib",
-                 "nbclient", "nbformat", "ipykernel", "keras-cv"],  # = requirements-test.txt
+                 "nbclient", "nbformat", "ipykernel", "tensorboard", "keras-cv"],  # = requirements-test.txt
     },
 )

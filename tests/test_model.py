@@ -28,7 +28,8 @@ def test_fit_evaluate_predict_numpy_and_tf_data(mode):
     expected = {"loss", "ce_loss", "accuracy"}
     expected |= {"pcr_loss"} if mode in ("pcr", "mgr") else set()
     expected |= {"gda_loss"} if mode in ("gda", "metagda") else set()
-    expected |= {"meta_loss"} if mode in ("metagda", "mgr") else set()
+    expected |= ({"meta_loss", "meta_grad_norm", "latent_shift"} if mode in ("metagda", "mgr")
+                 else set())
     assert set(history.history) == expected
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
     model.fit(dataset, epochs=1, verbose=0)
