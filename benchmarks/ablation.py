@@ -40,9 +40,12 @@ CHANGES = {
     "finder_lr_1e-2": {"finder_learning_rate": 1e-2},
     "pcr_weight_0.3": {"pcr_weight": 0.3},
     "pcr_weight_3": {"pcr_weight": 3.0},
+    # Added after the first variants: a faster-learning finder helped.
+    "finder_lr_1e-1": {"finder_learning_rate": 1e-1},
+    "simsiam_finder_lr_1e-2": {"consistency": "simsiam", "finder_learning_rate": 1e-2},
     "finite_difference": {"meta_gradient": "finite_difference"},
-    "finder_lr_1e-4": {"finder_learning_rate": 1e-4},
     "meta_batch_32": {"meta_batch_size": 32},
+    "finder_lr_1e-4": {"finder_learning_rate": 1e-4},
     "meta_every_1": {"meta_every": None},  # last: usually copied from accuracy.csv
 }
 # name -> wrap() options (None removes an option: back to wrap()'s default).
@@ -87,9 +90,13 @@ def main(argv):
         s["name"] = "ablation_quick" if FLAGS.quick else "ablation"
     if not FLAGS["ratios"].present and not FLAGS.quick:
         s["ratios"] = ["0.1"]
-    rows = run_ablation(s, FLAGS.variants, FLAGS.ablation_mode, FLAGS.reuse)
+    if FLAGS.report_only:
+        rows = _common.read_rows(os.path.join(s["out"], s["name"] + ".csv"))
+    else:
+        rows = run_ablation(s, FLAGS.variants, FLAGS.ablation_mode, FLAGS.reuse)
     print(accuracy.write_report(rows, s["out"], s["name"],
-                                f"Ablation, mode {FLAGS.ablation_mode}, {s['dataset']}"))
+                                f"Ablation, mode {FLAGS.ablation_mode}, {s['dataset']}",
+                                reference=(FLAGS.variants[0], FLAGS.ablation_mode)))
 
 
 if __name__ == "__main__":

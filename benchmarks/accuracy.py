@@ -47,6 +47,8 @@ flags.DEFINE_string("cache", "runs/generators", "Folder of cached generator weig
 flags.DEFINE_bool("quick", False, "Smoke configuration: ratios 0.1,0.5; seed 0; "
                   "60 GAN steps; 40 classifier steps; all modes (minutes on 2 cores).")
 
+flags.DEFINE_bool("report_only", False, "Write the table and plot from the CSV; run nothing.")
+
 QUICK = {"ratios": ["0.1", "0.5"], "seeds": ["0"], "gan_steps": 60, "steps": 40,
          "name": "accuracy_quick"}
 
@@ -138,8 +140,11 @@ def run_grid(s, variants=None, backbone="small_cnn", train=None, gan_image_size=
     return _common.read_rows(path)
 
 
-def write_report(rows, out, name, title="Test accuracy"):
-    """Markdown table (mean ± std per mode and ratio) and PNG plot."""
+def write_report(rows, out, name, title="Test accuracy", reference=None):
+    """Markdown tables (mean ± std per mode and ratio; paired differences to
+    `reference`, a `(config, mode)`, default base) and a PNG plot."""
+    if not rows:
+        raise ValueError(f"No finished runs to report in {os.path.join(out, name)}.csv")
     stats = _common.summarize(rows, ["config", "mode", "ratio"])
     ratios = sorted({float(r) for _, _, r in stats})
     lines_ = sorted({(c, m) for c, m, _ in stats},
@@ -158,11 +163,47 @@ def write_report(rows, out, name, title="Test accuracy"):
                          if hit else "-")
         label = mode if len(configs) == 1 else f"{mode} [{config}]"
         table.append(f"| {label} | " + " | ".join(cells) + " |")
+    table += _paired_differences(rows, ratios, lines_, len(configs), reference)
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, name + ".md"), "w") as fh:
         fh.write("\n".join(table) + "\n")
     _plot(stats, lines_, len(configs), os.path.join(out, name + ".png"), title)
     return "\n".join(table)
+
+
+def _paired_differences(rows, ratios, lines_, n_configs, reference=None):
+    """Per-seed difference to `reference` `(config, mode)` (default: base).
+
+    Seeds share the subset and generator across modes, so the paired
+    difference removes the subset's difficulty from the comparison.
+    """
+    by = {(r["config"], r["mode"], float(r["ratio"]), r["seed"]): float(r["accuracy"])
+          for r in rows}
+    if reference is None:
+        reference = next(((c, m) for c, m in lines_ if m == "base"), None)
+    if reference not in lines_:
+        return []
+    ref_config, ref_mode = reference
+    out = ["", f"Paired difference to {ref_mode}"
+           + (f" [{ref_config}]" if n_configs > 1 else "")
+           + " (points), mean ± std over seeds present in both:", "",
+           "| mode | " + " | ".join(f"{r:.0%} data" for r in ratios) + " |",
+           "|---|" + "---|" * len(ratios)]
+    import numpy as np
+
+    for config, mode in lines_:
+        if (config, mode) == (ref_config, ref_mode):
+            continue
+        cells = []
+        for ratio in ratios:
+            d = [100 * (v - by[(ref_config, ref_mode, ratio, seed)])
+                 for (c, m, rr, seed), v in by.items()
+                 if c == config and m == mode and rr == ratio
+                 and (ref_config, ref_mode, ratio, seed) in by]
+            cells.append(f"{np.mean(d):+.2f} ± {np.std(d):.2f} (n={len(d)})" if d else "-")
+        label = mode if n_configs == 1 else f"{mode} [{config}]"
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    return out
 
 
 def _plot(stats, lines_, n_configs, path, title):
@@ -192,7 +233,8 @@ def _plot(stats, lines_, n_configs, path, title):
 def main(argv):
     del argv
     s = settings_from_flags()
-    rows = run_grid(s)
+    rows = _common.read_rows(os.path.join(s["out"], s["name"] + ".csv")) if (
+        FLAGS.report_only) else run_grid(s)
     print(write_report(rows, s["out"], s["name"],
                        f"Test accuracy on {s['dataset']} ({s['steps']} classifier "
                        f"steps, {s['gan_steps']} GAN steps)"))

@@ -6,9 +6,11 @@
 
 Every configuration trains the same backbone (`small_cnn`) with the same real
 and synthetic batch sizes and the same generator, in one process.
-Configurations are interleaved in rounds and the median step time of each is
-reported, so that machine noise (another process on the machine) hits them
-alike; the ratio to base is the number to compare across machines.
+Configurations are interleaved in rounds; each round's mean step time is
+taken (a meta_every=k config then counts its meta steps) and the median over
+rounds reported, so that machine noise (another process on the machine) hits
+all configurations alike; the ratio to base is the number to compare across
+machines.
 
 Config syntax: `mode[:k][+pool][@s][/fd]`: `:k` sets meta_every=k (`:inf`:
 only the first step is a meta step, i.e. the plain mgr step), `+pool` a
@@ -57,7 +59,7 @@ flags.DEFINE_integer("synthetic_batch_size", 0, "Synthetic batch size (0: = batc
 _common.define("integer", "image_size", 32, "Square image size.")
 flags.DEFINE_integer("channels", 1, "Image channels.")
 _common.define("integer", "steps", 10, "Timed steps per configuration and round.")
-flags.DEFINE_integer("rounds", 3, "Rounds over all configurations.")
+flags.DEFINE_integer("rounds", 5, "Rounds over all configurations.")
 flags.DEFINE_bool("jit_compile", False, "Compile the steps with XLA.")
 flags.DEFINE_list("configs",
                   ["base", "gda", "gda+pool", "metagda", "pcr", "pcr+pool", "mgr:inf",
@@ -154,7 +156,9 @@ def measure(configs, image_shape, steps, rounds, batch_size, synthetic_batch_siz
             _, after = _memory()
             if before and after:
                 memory[c] = max(memory[c], after["peak"] - before["current"])
-            times[c].extend(timer.times)
+            times[c].append(float(np.mean(timer.times)))
+    # Mean step time within a round (so that meta_every=k counts its meta
+    # steps: a median of single steps would hide them), median over rounds.
     seconds = {c: float(np.median(t)) for c, t in times.items()}
     return seconds, memory, models, generator
 
@@ -180,7 +184,7 @@ def breakdown(model, image_shape, batch_size, repeats, jit_compile):
     phi = [v.value for v in model.finder.trainable_variables]
     draws = model.draw(sbs)
     images = model.synthesize(phi, draws)
-    compiled = tf.function(jit_compile=jit_compile)
+    compiled = tf.function(jit_compile=jit_compile, autograph=False)
 
     @compiled
     def real_ce():
@@ -232,7 +236,8 @@ def report(f, seconds, memory, parts, images_per_second, device_name):
         f"# Step cost, {device_name}, jit_compile={f['jit_compile']}", "",
         f"Real batch {f['batch_size']}, synthetic batch {sbs} (unless `@s`), images "
         f"{f['image_size']}x{f['image_size']}x{f['channels']}, small_cnn, "
-        f"{f['steps']} steps x {f['rounds']} rounds per config (median).", "",
+        f"{f['steps']} steps x {f['rounds']} rounds per config (mean step time of a round, "
+        "median over rounds).", "",
         "| config | ms / step | ratio to base | ratio to pcr | peak step memory (MiB) "
         "| memory ratio to base |", "|---|---|---|---|---|---|"]
     for c, s in seconds.items():
