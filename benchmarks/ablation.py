@@ -11,9 +11,12 @@ Writes `<out>/ablation.csv` (resumable), `<out>/ablation.md` and `.png`.
 Runs that accuracy.py already made with identical settings (wrap()'s
 defaults) are copied from its CSV rather than re-run.
 
-The validation batch source is not an option of `wrap()`: the lookahead's
-validation batch is always the rolling buffer of the most recent real
-training examples; only its size (`meta_batch_size`) can be varied here.
+The validation batch source: wrap()'s default is the rolling buffer of the
+most recent real training examples; `holdout_25` instead holds a stratified
+25% of the training subset out of the cross-entropy and passes it as
+`meta_validation_data` (benchmark option `meta_validation_fraction`);
+`drop_25` discards the same 25% (validation from the buffer), separating the
+validation source from the smaller cross-entropy set.
 """
 
 import os
@@ -27,12 +30,13 @@ from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 
-# Every variant changes one option from a centre configuration. The centre
-# is meta_every=5, not the meta_every=1 of wrap() at the time of writing: a
-# meta_every=1 mgr run costs about 2.5x a meta_every=5 one on 2 CPU cores, and
-# the whole ablation (3 seeds) had to fit in about an hour. `meta_every_1`
-# (wrap()'s defaults, copied from accuracy.py's runs) tests that choice.
-CENTRE = {"meta_every": 5}
+# Every variant changes one option from a centre configuration, written out
+# in full so that a row means the same whatever wrap()'s defaults are. The
+# centre is the first round's: meta_every=5 (a meta_every=1 mgr run costs
+# about 2.5x as much on 2 CPU cores), finder lr 1e-3, no trust region.
+# wrap()'s "auto" settings for mgr (meta_every 5, finder lr 1e-2, no trust
+# region) are the variant `finder_lr_1e-2`, chosen from this table.
+CENTRE = {"meta_every": 5, "finder_learning_rate": 1e-3, "finder_max_shift": None}
 CHANGES = {
     "meta_every_5": {},
     "cosine": {"consistency": "cosine"},
@@ -46,11 +50,16 @@ CHANGES = {
     "finite_difference": {"meta_gradient": "finite_difference"},
     "meta_batch_32": {"meta_batch_size": 32},
     "finder_lr_1e-4": {"finder_learning_rate": 1e-4},
-    "meta_every_1": {"meta_every": None},  # last: usually copied from accuracy.csv
+    # Added with the finder's trust region and the held-out validation source.
+    "max_shift_2": {"finder_max_shift": 2.0},
+    "max_shift_0.5": {"finder_max_shift": 0.5},
+    "finder_lr_1e-2_max_shift_0.5": {"finder_learning_rate": 1e-2, "finder_max_shift": 0.5},
+    "holdout_25": {"meta_validation_fraction": 0.25},
+    "drop_25": {"drop_fraction": 0.25},  # holdout_25's control: same split, no holdout
+    "meta_every_1": {"meta_every": 1},
 }
-# name -> wrap() options (None removes an option: back to wrap()'s default).
-VARIANTS = {name: {k: v for k, v in dict(CENTRE, **change).items() if v is not None}
-            for name, change in CHANGES.items()}
+# name -> wrap() options.
+VARIANTS = {name: dict(CENTRE, **change) for name, change in CHANGES.items()}
 flags.DEFINE_list("variants", list(VARIANTS), f"Variants, from {list(VARIANTS)}.")
 flags.DEFINE_string("ablation_mode", "mgr", "Mode every variant runs in.")
 flags.DEFINE_string("reuse", "benchmarks/results/accuracy.csv",

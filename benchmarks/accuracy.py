@@ -121,13 +121,14 @@ def run_grid(s, variants=None, backbone="small_cnn", train=None, gan_image_size=
                         f"generator {gan_seconds:.0f} s, {epochs} classifier epochs")
             for key, config, mode, opts in todo:
                 start = time.perf_counter()
-                accuracy = train(data, generator, mode, seed, epochs, s["batch_size"],
-                                 s["learning_rate"], **opts)
+                run_data, run_epochs, run_opts = holdout_split(data, seed, epochs, s, opts)
+                accuracy = train(run_data, generator, mode, seed, run_epochs,
+                                 s["batch_size"], s["learning_rate"], **run_opts)
                 row = {
                     "key": key, "dataset": s["dataset"], "ratio": ratio, "seed": seed,
                     "mode": mode, "config": config,
                     "options": _common.options_string(opts),
-                    "num_train": len(data.y_train), "epochs": epochs,
+                    "num_train": len(run_data.y_train), "epochs": run_epochs,
                     "steps": s["steps"], "gan_steps": s["gan_steps"],
                     "backbone": backbone, "image_size": s["image_size"],
                     "batch_size": s["batch_size"], "accuracy": f"{accuracy:.4f}",
@@ -138,6 +139,36 @@ def run_grid(s, variants=None, backbone="small_cnn", train=None, gan_image_size=
                 gan_seconds = 0.0
                 _common.log(f"  {config:24s} {mode:8s} {accuracy:.4f} ({row['seconds']} s)")
     return _common.read_rows(path)
+
+
+def holdout_split(data, seed, epochs, s, opts):
+    """Applies the benchmark-only options `meta_validation_fraction=f` and
+    `drop_fraction=f`.
+
+    Both take the same stratified fraction `f` out of the training subset's
+    cross-entropy (the generator was still trained on the whole subset); the
+    first passes it to wrap() as `meta_validation_data`, the second discards
+    it (a control: the same smaller training set, validation from the
+    buffer). Returns `(data, epochs, options)`, epochs recomputed so the
+    step budget stays `s["steps"]`.
+    """
+    opts = dict(opts)
+    fraction = opts.pop("meta_validation_fraction", None)
+    dropped = opts.pop("drop_fraction", None)
+    if fraction and dropped:
+        raise ValueError("Use meta_validation_fraction or drop_fraction, not both. "
+                         f"Received: {fraction}, {dropped}")
+    if not (fraction or dropped):
+        return data, epochs, opts
+    from keras_mgr.datasets import Dataset, stratified_split
+
+    keep, held = stratified_split(data.y_train, float(fraction or dropped), seed=seed)
+    if fraction:
+        opts["meta_validation_data"] = (data.x_train[held], data.y_train[held])
+    run_data = Dataset(data.x_train[keep], data.y_train[keep], data.x_test, data.y_test,
+                       class_names=data.class_names, value_range=data.value_range,
+                       name=data.name)
+    return run_data, _common.epochs_for(len(keep), s["batch_size"], s["steps"]), opts
 
 
 def write_report(rows, out, name, title="Test accuracy", reference=None):

@@ -23,6 +23,7 @@ formats as accuracy.py), one table per dataset.
 
 import json
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -86,7 +87,8 @@ def make_backbone(name, image_shape, weights=None, width=64, **kwargs):
         h = net(h)
     if len(h.shape) == 4:
         h = keras.layers.GlobalAveragePooling2D()(h)
-    return keras.Model(inputs, h, name=name.replace(":", "_"))
+    # A keras-hub preset may be a local folder: keep the model name valid.
+    return keras.Model(inputs, h, name=re.sub(r"\W+", "_", name).strip("_"))
 
 
 def _application(name):

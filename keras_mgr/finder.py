@@ -11,6 +11,9 @@ class Finder(keras.Model):
     `finder([z, labels]) = z + MLP(z [, one_hot(labels)])`. The last layer is
     zero-initialised, so a fresh finder is exactly the identity: training starts
     at the generator's uniform sampling and the meta step moves it from there.
+    With `max_shift`, each residual is scaled down to norm at most `max_shift`
+    (a trust region around `z`): the finder then cannot carry latents off the
+    region the generator was trained on (`||z|| ~ sqrt(latent_dim)`).
 
     Args:
         latent_dim: int, size of the generator latent the finder works in.
@@ -18,6 +21,7 @@ class Finder(keras.Model):
         hidden_dim: int, width of the hidden layers.
         num_layers: int, number of hidden layers.
         conditional: bool, whether the MLP also sees the class label.
+        max_shift: float or None, largest `||finder(z) - z||` (None: unbounded).
 
     Example:
 
@@ -37,6 +41,7 @@ class Finder(keras.Model):
         hidden_dim=256,
         num_layers=2,
         conditional=True,
+        max_shift=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -45,6 +50,9 @@ class Finder(keras.Model):
         self.hidden_dim = int(hidden_dim)
         self.num_layers = int(num_layers)
         self.conditional = bool(conditional)
+        if max_shift is not None and not float(max_shift) > 0:
+            raise ValueError(f"max_shift must be > 0 or None. Received: max_shift={max_shift!r}")
+        self.max_shift = None if max_shift is None else float(max_shift)
         self.hidden = [
             keras.layers.Dense(self.hidden_dim, activation="relu", name=f"hidden_{i}",
                                dtype=self.dtype_policy)
@@ -72,7 +80,11 @@ class Finder(keras.Model):
             h = ops.concatenate([z, onehot], axis=-1)
         for layer in self.hidden:
             h = layer(h)
-        return z + self.out(h)
+        shift = self.out(h)
+        if self.max_shift is not None:
+            norm = ops.sqrt(ops.sum(ops.square(shift), axis=-1, keepdims=True) + 1e-12)
+            shift = shift * ops.minimum(1.0, self.max_shift / norm)
+        return z + shift
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]
@@ -85,4 +97,5 @@ class Finder(keras.Model):
             "hidden_dim": self.hidden_dim,
             "num_layers": self.num_layers,
             "conditional": self.conditional,
+            "max_shift": self.max_shift,
         }

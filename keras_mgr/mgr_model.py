@@ -60,6 +60,7 @@ class MGRModel(keras.Model):
         image_shape=None,
         latent_space="z",
         synthetic_pool_size=0,
+        meta_holdout_size=0,
         checkpoint_generator=True,
         seed=None,
         **kwargs,
@@ -89,6 +90,7 @@ class MGRModel(keras.Model):
         self.meta_gradient = meta_gradient
         self.finder_learning_rate = finder_learning_rate
         self.synthetic_batch_size = synthetic_batch_size
+        self._fit_batch_size = None  # per replica, set by fit() (default synthetic batch)
         self.meta_batch_size = int(meta_batch_size)
         self.lookahead_training = bool(lookahead_training)
         self.finite_difference_epsilon = float(finite_difference_epsilon)
@@ -102,6 +104,7 @@ class MGRModel(keras.Model):
             self.regularizer.build(backbone.output_shape)
         self.sampler = SyntheticSampler(self.latent_dim, self.num_classes, seed=seed)
         self.synthetic_pool_size = int(synthetic_pool_size)
+        self.meta_holdout_size = int(meta_holdout_size)
 
         self.uses_synthetic = mode != "base"
         self.uses_pcr = mode in ("pcr", "mgr")
@@ -115,12 +118,12 @@ class MGRModel(keras.Model):
         if self.uses_synthetic:
             self.synthetic_tracker = keras.metrics.Mean(name=self._synthetic_name)
         if self.uses_finder:
-            self.meta_tracker = keras.metrics.Mean(name="meta_loss")
+            self.meta_tracker = _MetaStepMean(name="meta_loss")
             # Diagnostics of the finder: the norm of its meta-gradient (meta
             # steps only; per replica under tf.distribute, then averaged) and
             # how far it moves latents from uniform sampling, the mean
             # ||F(z) - z|| over the synthetic batch.
-            self.meta_grad_norm_tracker = keras.metrics.Mean(name="meta_grad_norm")
+            self.meta_grad_norm_tracker = _MetaStepMean(name="meta_grad_norm")
             self.latent_shift_tracker = keras.metrics.Mean(name="latent_shift")
             # Rolling buffer of the most recent real examples: the validation
             # batch of the lookahead is real training data other than the
@@ -137,6 +140,19 @@ class MGRModel(keras.Model):
                 shape=(), initializer="zeros", dtype="int32",
                 trainable=False, name="meta_count",
             )
+            if self.meta_holdout_size:
+                # Held-out real examples (wrap's meta_validation_data): each
+                # meta step draws its validation batch from these instead.
+                self.holdout_images = self.add_weight(
+                    shape=(self.meta_holdout_size,) + self.image_shape,
+                    initializer="zeros", trainable=False, name="holdout_images",
+                )
+                self.holdout_labels = self.add_weight(
+                    shape=(self.meta_holdout_size,), initializer="zeros",
+                    dtype="int32", trainable=False, name="holdout_labels",
+                )
+                self.holdout_seed = random.seed_state(
+                    self, None if seed is None else seed + 1, name="holdout_seed")
         self.nonfinite = self.add_weight(
             shape=(), initializer="zeros", dtype="int32", trainable=False,
             name="nonfinite", aggregation="only_first_replica",
@@ -337,21 +353,36 @@ class MGRModel(keras.Model):
         passes. Losses are per-replica scaled (divide by the replica count), as
         Keras losses are under `tf.distribute`.
         """
+        total, aux = self.real_loss(theta, state, x, y, sample_weight)
+        if self.uses_synthetic:
+            weighted, synthetic = self.regularization(
+                theta, aux["real_state"], phi, draws, stop_gradient=stop_gradient)
+            aux.update(synthetic)
+            total = total + weighted
+        return total, aux
+
+    def real_loss(self, theta, state, x, y, sample_weight=None):
+        """`CE(theta; x, y)` plus the backbone's own losses; `(total, aux)`."""
         _, logits, real_state, losses = self.forward(theta, state, x, training=True)
         ce = self._ce(y, logits, sample_weight)
         total = ce + self._scale_for_replicas(ops.sum(losses)) if losses else ce
-        aux = {"ce": ce, "logits": logits, "real_state": real_state,
-               "synthetic_state": real_state}
-        if self.uses_synthetic:
-            images, aux["latent_shift"] = self.synthesize(phi, draws, return_shift=True)
-            synthetic, aux["synthetic_state"] = self.synthetic_loss(
-                theta, real_state, images, draws, stop_gradient
-            )
-            if self.uses_pcr:
-                synthetic = self._scale_for_replicas(synthetic)
-            aux["synthetic"] = synthetic
-            total = total + self.synthetic_weight * synthetic
-        return total, aux
+        return total, {"ce": ce, "logits": logits, "real_state": real_state,
+                       "synthetic_state": real_state}
+
+    def regularization(self, theta, state, phi, draws, stop_gradient=None):
+        """`weight * R(theta; phi)`, the only term that depends on phi.
+
+        Returns `(weighted, aux)`, `aux` holding `synthetic` (R, replica
+        scaled), `synthetic_state` and `latent_shift`.
+        """
+        images, shift = self.synthesize(phi, draws, return_shift=True)
+        synthetic, synthetic_state = self.synthetic_loss(
+            theta, state, images, draws, stop_gradient)
+        if self.uses_pcr:
+            synthetic = self._scale_for_replicas(synthetic)
+        aux = {"synthetic": synthetic, "synthetic_state": synthetic_state,
+               "latent_shift": shift}
+        return self.synthetic_weight * synthetic, aux
 
     def meta_loss(self, theta, state, x_val, y_val, weights):
         """Validation CE at `theta`, averaged over rows with weight 1."""
@@ -378,11 +409,20 @@ class MGRModel(keras.Model):
         eta = self._learning_rate()
         n = len(theta_vars)
         if self.meta_gradient == "second_order":
+            # grad_phi CE_val(theta'(phi)) = -eta * d/dphi <grad_theta R(theta; phi), v>,
+            # v = grad CE_val(theta') held constant: only R depends on phi, so
+            # only R's forward and inner backward are taped for the second-order
+            # pass; the real batch and the validation pass are first order.
             phi = [v.value for v in phi_vars]
+            theta = [v.value for v in theta_vars]
+            with tf.GradientTape() as tape:
+                real, aux = self.real_loss(theta, state, x, y, sample_weight)
+                scaled = self.optimizer.scale_loss(real)
+            real_grads = tape.gradient(scaled, list(theta_vars) + list(extra_vars))
             with tf.GradientTape(watch_accessed_variables=False) as outer:
                 outer.watch(phi)
                 with tf.GradientTape(watch_accessed_variables=False) as inner:
-                    theta = [tf.identity(v.value) for v in theta_vars]
+                    theta = [tf.identity(t) for t in theta]
                     extra = [tf.identity(v.value) for v in extra_vars]
                     inner.watch(theta + extra)
 
@@ -393,20 +433,30 @@ class MGRModel(keras.Model):
                             return tf.identity(t)
 
                     with _substitute(extra_vars, extra):
-                        total, aux = self.train_loss(
-                            theta, state, phi, x, y, draws, sample_weight,
-                            stop_gradient=inner_stop,
-                        )
-                    scaled = self.optimizer.scale_loss(total)
-                grads = inner.gradient(scaled, theta + extra)  # loss-scaled
-                inner_grads = self._replica_gradient(self._unscale(grads[:n]))
-                theta_look = meta.lookahead(theta, inner_grads, eta)
-                loss_val = self.meta_loss(theta_look, aux["real_state"], x_val, y_val,
-                                          val_weights)
-                scaled_val = self._finder_scale(loss_val)
-            meta_grads = outer.gradient(scaled_val, phi)
-            meta_grads = [g / self._finder_unscale() for g in meta_grads]
-            return meta_grads, grads, loss_val, total, aux
+                        weighted, synthetic = self.regularization(
+                            theta, aux["real_state"], phi, draws, stop_gradient=inner_stop)
+                    scaled_r = self.optimizer.scale_loss(weighted)
+                r_grads = inner.gradient(scaled_r, theta + extra)  # loss-scaled
+                with outer.stop_recording():
+                    grads = [a if b is None else (b if a is None else a + b)
+                             for a, b in zip(real_grads, r_grads)]
+                    theta_look = meta.lookahead(
+                        theta, self._replica_gradient(self._unscale(grads[:n])), eta)
+                    with tf.GradientTape(watch_accessed_variables=False) as tape_v:
+                        tape_v.watch(theta_look)
+                        loss_val = self.meta_loss(theta_look, aux["real_state"], x_val,
+                                                  y_val, val_weights)
+                        scaled_val = self._finder_scale(loss_val)
+                    v = tape_v.gradient(scaled_val, theta_look)
+                inner_r = self._replica_gradient(self._unscale(r_grads[:n]))
+                dot = ops.sum(ops.stack([
+                    ops.sum(g * ops.cast(tf.stop_gradient(w), g.dtype))
+                    for g, w in zip(inner_r, v) if g is not None and w is not None]))
+            meta_grads = outer.gradient(dot, phi)
+            factor = -ops.cast(eta, dot.dtype) / ops.cast(self._finder_unscale(), dot.dtype)
+            meta_grads = [ops.cast(factor, g.dtype) * g for g in meta_grads]
+            aux.update(synthetic)
+            return meta_grads, grads, loss_val, real + weighted, aux
 
         # finite_difference: first-order inner gradient, then DARTS.
         phi = [v.value for v in phi_vars]
@@ -455,13 +505,12 @@ class MGRModel(keras.Model):
         phi_vars = self.finder.trainable_variables
         draws = None
         if self.uses_synthetic:
-            draws = self.draw(self.synthetic_batch_size or ops.shape(x)[0])
+            draws = self.draw(self.synthetic_batch_size or self._fit_batch_size
+                              or ops.shape(x)[0])
 
         loss_val = meta_grads = None
         if meta_step and self.uses_finder:
-            x_val, y_val = self.meta_images.value, self.meta_labels.value
-            val_weights = ops.cast(
-                ops.arange(self.meta_batch_size, dtype="int32") < self.meta_count.value, "float32")
+            x_val, y_val, val_weights = self._validation_batch()
             meta_grads, grads, loss_val, total, aux = self.meta_gradient_of(
                 theta_vars, state, phi_vars, x, y, draws, ops.cast(x_val, x.dtype), y_val,
                 val_weights, sample_weight)
@@ -485,12 +534,12 @@ class MGRModel(keras.Model):
             # Skipped, not failed: a loss-scale overflow, or a validation
             # buffer not yet full (its zero rows would enter BN statistics).
             meta_ok = ops.logical_and(ok, ops.logical_and(
-                _all_finite(meta_grads), self.meta_count.value >= self.meta_batch_size))
+                _all_finite(meta_grads), self._validation_ready()))
             self._apply_if(meta_ok, self.finder_optimizer, meta_grads, phi_vars)
             self.meta_tracker.update_state(self._unscale_for_replicas(loss_val))
             self.meta_grad_norm_tracker.update_state(meta.global_norm(meta_grads))
         self._write_back_state(aux["real_state"], aux["synthetic_state"], ok)
-        if self.uses_finder:
+        if self.uses_finder and not self.meta_holdout_size:
             self._remember(x, y)
 
         batch = ops.shape(x)[0]
@@ -552,7 +601,31 @@ class MGRModel(keras.Model):
 
     def fit(self, x=None, y=None, *args, **kwargs):
         checks.fit_data(x, y, self.num_classes, self.image_shape)
+        self._set_fit_batch_size(x, args[0] if args else kwargs.get("batch_size"))
         return super().fit(x, y, *args, **kwargs)
+
+    def _set_fit_batch_size(self, x, batch_size):
+        """Fixes the default synthetic batch to the full real batch size.
+
+        Without it a smaller last batch (e.g. 2 of 98 images at batch 32)
+        would also shrink the synthetic batch: PCR and the meta step on 2
+        images, with BatchNorm statistics over 2 views.
+        """
+        if self.synthetic_batch_size or not self.uses_synthetic:
+            return
+        size = None
+        if isinstance(x, tf.data.Dataset):
+            spec = tf.nest.flatten(x.element_spec)[0]
+            size = spec.shape[0] if spec.shape.rank else None
+            if size is None:
+                size = int(tf.nest.flatten(next(iter(x.take(1))))[0].shape[0])
+        elif hasattr(x, "shape") and len(x.shape):
+            size = min(int(batch_size or 32), int(x.shape[0]))
+        if size:
+            size = max(1, int(size) // self._replicas())
+        if size != self._fit_batch_size:
+            self._fit_batch_size = size
+            self.train_function = None  # retrace with the new size
 
     # Helpers ----------------------------------------------------------
     def _ce(self, y, logits, sample_weight=None):
@@ -595,7 +668,8 @@ class MGRModel(keras.Model):
         most expensive part of the step.
         """
         n = self._replicas()
-        return grads if n == 1 else [g * ops.cast(n, g.dtype) for g in grads]
+        return grads if n == 1 else [
+            None if g is None else g * ops.cast(n, g.dtype) for g in grads]
 
     def _scale_for_replicas(self, value):
         n = self._replicas()
@@ -683,6 +757,28 @@ class MGRModel(keras.Model):
     def _loss_scaled(self):
         return hasattr(self.optimizer, "dynamic_scale")
 
+    def _validation_batch(self):
+        """`(images, labels, weights)` of the lookahead's validation loss.
+
+        The rolling buffer of recent real batches (rows not yet filled weigh
+        0), or `meta_batch_size` held-out examples drawn without replacement.
+        """
+        if not self.meta_holdout_size:
+            weights = ops.cast(ops.arange(self.meta_batch_size, dtype="int32")
+                               < self.meta_count.value, "float32")
+            return self.meta_images.value, self.meta_labels.value, weights
+        images, labels = self.holdout_images.value, self.holdout_labels.value
+        if self.meta_holdout_size > self.meta_batch_size:
+            u = random.uniform((self.meta_holdout_size,), random.next_seed(self.holdout_seed))
+            index = tf.math.top_k(u, self.meta_batch_size).indices
+            images, labels = ops.take(images, index, axis=0), ops.take(labels, index)
+        return images, labels, ops.ones((ops.shape(labels)[0],), "float32")
+
+    def _validation_ready(self):
+        if self.meta_holdout_size:
+            return ops.array(True)
+        return self.meta_count.value >= self.meta_batch_size
+
     def _remember(self, x, y):
         """Pushes the batch into the validation buffer (newest first)."""
         cap = self.meta_batch_size
@@ -734,6 +830,7 @@ class MGRModel(keras.Model):
             "image_shape": self.image_shape,
             "latent_space": self.latent_space,
             "synthetic_pool_size": self.synthetic_pool_size,
+            "meta_holdout_size": self.meta_holdout_size,
             "checkpoint_generator": self.checkpoint_generator,
             "seed": self.seed,
         }
@@ -778,6 +875,24 @@ def load_model(filepath, generator=None, **kwargs):
     finally:
         if generator is not None:
             _GENERATOR_OVERRIDE.pop()
+
+
+class _MetaStepMean(keras.metrics.Mean):
+    """Mean over the epoch's meta steps; in an epoch without one (meta_every
+    larger than the epoch), the previous value rather than a misleading 0."""
+
+    def __init__(self, name, dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.last = self.add_variable(shape=(), initializer="zeros", name="last",
+                                      dtype=self.dtype)
+
+    def reset_state(self):
+        if hasattr(self, "last"):
+            self.last.assign(self.result())
+        super().reset_state()
+
+    def result(self):
+        return ops.where(self.count > 0, super().result(), self.last)
 
 
 class _Untracked:

@@ -3,10 +3,19 @@
 import keras
 import numpy as np
 
+from keras_mgr import checks
 from keras_mgr.augment import check_differentiable
 from keras_mgr.finder import Finder
 from keras_mgr.mgr_model import MGRModel
 from keras_mgr.regularizer import MGRRegularizer
+
+# The "auto" finder settings, per mode: the best measured ones
+# (benchmarks/ablation.py and the metagda trust-region runs; README
+# "Ablation"). Modes without a finder ignore them.
+FINDER_DEFAULTS = {
+    "mgr": {"meta_every": 5, "finder_learning_rate": 1e-2, "finder_max_shift": None},
+    "metagda": {"meta_every": 1, "finder_learning_rate": 1e-3, "finder_max_shift": 0.5},
+}
 
 
 def wrap(
@@ -19,13 +28,15 @@ def wrap(
     pcr_weight=1.0,
     gda_weight=1.0,
     augmentation=None,
-    meta_every=1,
+    meta_every="auto",
     meta_gradient="second_order",
-    finder_learning_rate=1e-3,
+    finder_learning_rate="auto",
     finder_hidden_dim=256,
     finder_conditional=True,
+    finder_max_shift="auto",
     synthetic_batch_size=None,
     meta_batch_size=64,
+    meta_validation_data=None,
     lookahead_training=True,
     finite_difference_epsilon=0.01,
     resize_synthetic=False,
@@ -56,15 +67,29 @@ def wrap(
             differentiable w.r.t. the images (checked here). Defaults to
             `ViewAugmentation` (flip, translate, brightness, contrast).
         meta_every: the finder's meta step runs every `meta_every` steps.
+            `"auto"`: the best measured setting of the mode (`FINDER_DEFAULTS`:
+            5 for mgr, 1 for metagda).
         meta_gradient: `"second_order"` (exact, nested tapes) or
             `"finite_difference"` (DARTS approximation).
-        finder_learning_rate: Adam learning rate of the finder.
+        finder_learning_rate: Adam learning rate of the finder. `"auto"`:
+            1e-2 for mgr, 1e-3 for metagda.
         finder_hidden_dim: width of the finder's residual MLP.
         finder_conditional: whether the finder sees the class label.
+        finder_max_shift: largest `||F_phi(z) - z||` the finder may move a
+            latent (a trust region; None: unbounded). `"auto"`: None for
+            mgr (PCR is label-free), 0.5 for metagda (a labelled sample
+            must keep its class). README has the measurements.
         synthetic_batch_size: synthetic images per step; default: the real
-            batch size.
-        meta_batch_size: size of the lookahead's validation batch, the most
-            recent real training examples before the current batch.
+            batch size passed to `fit` (per replica), also on a smaller last
+            batch.
+        meta_batch_size: size of the lookahead's validation batch: by
+            default the most recent real training examples before the
+            current batch.
+        meta_validation_data: optional `(images, labels)` of held-out real
+            examples (metagda, mgr): each meta step then draws its
+            validation batch (`meta_batch_size` of them, without
+            replacement; all if fewer) from these instead. They are saved
+            with the model's weights.
         lookahead_training: run the lookahead's validation pass in training
             mode (batch statistics), the same mode as the inner step.
         finite_difference_epsilon: DARTS step, divided by `||v||`.
@@ -97,6 +122,12 @@ def wrap(
     model.fit(x_train, y_train, epochs=30)
     ```
     """
+    auto = FINDER_DEFAULTS.get(mode, FINDER_DEFAULTS["mgr"])
+    meta_every = auto["meta_every"] if meta_every == "auto" else meta_every
+    if finder_learning_rate == "auto":
+        finder_learning_rate = auto["finder_learning_rate"]
+    finder_max_shift = auto["finder_max_shift"] if finder_max_shift == "auto" else (
+        finder_max_shift)
     _check_backbone(backbone)
     latent_dim, generator_classes, output_range = _generator_info(generator)
     if num_classes is None:
@@ -145,12 +176,14 @@ def wrap(
         seed=seed, name="regularizer",
     )
     regularizer.build(backbone.output_shape)
+    holdout = _holdout(meta_validation_data, mode, num_classes, image_shape)
     finder_dim = _finder_dim(generator, latent_dim, num_classes, latent_space)
     finder = Finder(finder_dim, num_classes, hidden_dim=finder_hidden_dim,
-                    conditional=finder_conditional, name="finder", dtype=full)
+                    conditional=finder_conditional, max_shift=finder_max_shift,
+                    name="finder", dtype=full)
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    return MGRModel(
+    model = MGRModel(
         backbone, head, generator, num_classes, mode=mode, finder=finder,
         regularizer=regularizer, pcr_weight=pcr_weight, gda_weight=gda_weight,
         meta_every=meta_every, meta_gradient=meta_gradient,
@@ -160,8 +193,47 @@ def wrap(
         finite_difference_epsilon=finite_difference_epsilon,
         latent_dim=latent_dim, image_shape=image_shape, latent_space=latent_space,
         synthetic_pool_size=synthetic_pool_size,
+        meta_holdout_size=0 if holdout is None else len(holdout[1]),
         checkpoint_generator=checkpoint_generator, seed=seed, name=name,
     )
+    if holdout is not None:
+        model.holdout_images.assign(holdout[0])
+        model.holdout_labels.assign(holdout[1])
+    return model
+
+
+def _holdout(data, mode, num_classes, image_shape):
+    """Checked `(images, int labels)` of `meta_validation_data`, or None."""
+    if data is None:
+        return None
+    if mode not in ("metagda", "mgr"):
+        raise ValueError(
+            "meta_validation_data feeds the finder's meta step, which only modes "
+            f"'metagda' and 'mgr' have. Received: mode={mode!r}")
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise ValueError(
+            "meta_validation_data must be a tuple (images, labels) of arrays. "
+            f"Received: {type(data).__name__}"
+            + (f" of length {len(data)}" if isinstance(data, (tuple, list)) else ""))
+    images = np.asarray(data[0], "float32")
+    labels = np.asarray(data[1])
+    if images.ndim == 0 or len(images) == 0:
+        raise ValueError("meta_validation_data is empty. Received: images of shape "
+                         f"{images.shape}")
+    if tuple(images.shape[1:]) != tuple(image_shape):
+        raise ValueError(
+            f"meta_validation_data images must have shape (n,) + {tuple(image_shape)} "
+            f"(the backbone input). Received: images of shape {images.shape}")
+    if len(labels) != len(images):
+        raise ValueError(
+            f"meta_validation_data has {len(images)} images but {len(labels)} labels. "
+            f"Received: images {images.shape}, labels {labels.shape}")
+    if not np.all(np.isfinite(images)):
+        raise ValueError("meta_validation_data images contain NaN or Inf values.")
+    checks.numpy_labels(labels, num_classes)
+    if labels.ndim == 2 and labels.shape[1] == num_classes and num_classes > 1:
+        labels = labels.argmax(axis=1)
+    return images, labels.reshape(-1).astype("int32")
 
 
 def _finder_dim(generator, latent_dim, num_classes, latent_space):

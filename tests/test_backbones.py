@@ -15,7 +15,7 @@ def fit_mgr(backbone, num_classes=3):
     keras.utils.set_random_seed(0)
     model = keras_mgr.wrap(backbone, tiny.generator(image_shape=image_shape,
                                                     num_classes=num_classes),
-                           num_classes=num_classes, seed=0, meta_batch_size=4,
+                           num_classes=num_classes, seed=0, meta_batch_size=4, meta_every=1,
                            finder_hidden_dim=8)
     model.compile(finder_optimizer=keras.optimizers.SGD(1.0))
     x, y = tiny.data(8, image_shape=image_shape, num_classes=num_classes)

@@ -87,6 +87,33 @@ def test_resume_skips_finished_runs(tmp_path, monkeypatch):
     assert "gda [pcr_weight=0.5]" in table and "50.00 ± 0.00 (n=2)" in table
 
 
+def test_holdout_option_moves_a_stratified_part_to_meta_validation(tmp_path, monkeypatch):
+    _no_gan(monkeypatch)
+    calls = []
+
+    def train(data, generator, mode, seed, epochs, batch_size, learning_rate, **kwargs):
+        calls.append((len(data.y_train), epochs, kwargs))
+        return 0.5
+
+    s = _settings(tmp_path, modes=["mgr"], steps=20, options=["meta_validation_fraction=0.25"])
+    accuracy.run_grid(s, train=train)
+    (n_train, epochs, kwargs), = calls
+    x_held, y_held = kwargs.pop("meta_validation_data")
+    assert kwargs == {}  # the benchmark-only option is not passed to wrap()
+    # digits at 10%: 10 classes; a quarter of each class is held out.
+    assert sorted(set(y_held.tolist())) == list(range(10))
+    assert n_train + len(y_held) == 128 and 0.2 < len(y_held) / 128 < 0.3
+    assert epochs == -(-20 // -(-n_train // 16))  # the step budget is kept
+    assert x_held.shape[1:] == (16, 16, 1)
+    rows = _read(tmp_path / "acc.csv")
+    assert rows[0]["options"] == "meta_validation_fraction=0.25"
+    assert rows[0]["num_train"] == str(n_train) and rows[0]["epochs"] == str(epochs)
+    # The control drops the same examples and passes nothing to wrap().
+    calls.clear()
+    accuracy.run_grid(dict(s, options=["drop_fraction=0.25"]), train=train)
+    assert calls == [(n_train, epochs, {})]
+
+
 def test_summary_mean_and_std():
     rows = [{"mode": "mgr", "accuracy": a} for a in ("0.9", "0.8", "1.0")]
     mean, std, n = _common.summarize(rows, ["mode"])[("mgr",)]
@@ -107,16 +134,20 @@ def test_ablation_copies_identical_runs_and_runs_variants(tmp_path, monkeypatch)
     _no_gan(monkeypatch)
     s = _settings(tmp_path, name="abl")
     source = tmp_path / "acc.csv"
+    options = _common.options_string(ablation.VARIANTS["meta_every_1"])
     key = _common.run_key(dataset="digits", ratio=0.1, seed=0, mode="mgr",
-                          options="defaults", steps=2, gan_steps=2, batch_size=16,
+                          options=options, steps=2, gan_steps=2, batch_size=16,
                           image_size=16, learning_rate=1e-3, backbone="small_cnn")
-    _common.append_row(str(source), {"key": key, "mode": "mgr", "options": "defaults",
+    _common.append_row(str(source), {"key": key, "mode": "mgr", "options": options,
                                      "ratio": 0.1, "seed": 0, "accuracy": 0.75})
     calls = []
     monkeypatch.setattr("keras_mgr.demo.train_classifier",
                         lambda *a, **k: calls.append((a[2], k)) or 0.5)
     rows = ablation.run_ablation(s, ["meta_every_5", "meta_every_1"], reuse=str(source))
-    assert calls == [("mgr", {"meta_every": 5})]  # wrap() defaults copied, not re-run
+    # Variants are written out in full, independent of wrap()'s defaults.
+    assert ablation.VARIANTS["meta_every_5"] == {
+        "meta_every": 5, "finder_learning_rate": 1e-3, "finder_max_shift": None}
+    assert calls == [("mgr", ablation.VARIANTS["meta_every_5"])]  # the other one copied
     assert {r["config"]: float(r["accuracy"]) for r in rows} == {
         "meta_every_5": 0.5, "meta_every_1": 0.75}
     with pytest.raises(ValueError, match="Unknown variant"):
@@ -170,5 +201,12 @@ def test_paper_backbones():
     net = paper.make_backbone("MobileNetV3Small", (32, 32, 3), weights=None)
     assert len(net.output_shape) == 2
     assert paper.make_backbone("resnet18", (16, 16, 3), width=4).output_shape == (None, 32)
+    # keras-cv (a test extra): its generic ResNetBackbone, built offline.
+    pytest.importorskip("keras_cv")
+    net = paper.make_backbone(
+        "keras_cv:ResNetBackbone", (32, 32, 3), stackwise_filters=[64, 128],
+        stackwise_blocks=[1, 1], stackwise_strides=[1, 2], block_type="basic_block",
+        include_rescaling=False)
+    assert net.output_shape == (None, 128) and net.name == "keras_cv_ResNetBackbone"
     with pytest.raises(ValueError, match="Unknown backbone 'NoSuchNet'"):
         paper.make_backbone("NoSuchNet", (32, 32, 3))

@@ -17,7 +17,8 @@ from keras_mgr.callbacks import SampleGrid, make_grid
 
 def build(mode="mgr", finder_optimizer="auto", **kwargs):
     model = keras_mgr.wrap(tiny.backbone(), tiny.generator(), num_classes=3, mode=mode,
-                           seed=0, meta_batch_size=8, finder_hidden_dim=8, **kwargs)
+                           seed=0, meta_batch_size=8, finder_hidden_dim=8,
+                           **{"meta_every": 1, **kwargs})
     model.compile(optimizer=keras.optimizers.Adam(1e-2), finder_optimizer=finder_optimizer)
     return model
 
@@ -90,7 +91,7 @@ def test_finder_panel_is_what_training_synthesizes_in_w_space():
     from test_generator_protocol import MappedGenerator
 
     model = keras_mgr.wrap(tiny.backbone(), MappedGenerator(), latent_space="w", seed=0,
-                           meta_batch_size=8, finder_hidden_dim=8)
+                           meta_batch_size=8, finder_hidden_dim=8, meta_every=1)
     model.finder.out.bias.assign(np.full((7,), 0.3, "float32"))
     callback = SampleGrid(samples_per_class=2, seed=1)
     callback.set_model(model)

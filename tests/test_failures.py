@@ -74,7 +74,7 @@ def test_out_of_range_label_in_tf_data():
 
 def test_nonfinite_meta_loss_stops_before_the_finder_moves():
     model = keras_mgr.wrap(tiny.backbone(norm="keras"), tiny.generator(), mode="mgr", seed=0,
-                           meta_batch_size=8)
+                           meta_batch_size=8, meta_every=1)
     model.compile()
     x, y = tiny.data(16)
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)

@@ -15,7 +15,7 @@ def build(mode="mgr", norm=None, seed=0, jit_compile=False, optimizer=None, **kw
     keras.utils.set_random_seed(seed)
     model = keras_mgr.wrap(tiny.backbone(norm=norm), tiny.generator(), num_classes=3,
                            mode=mode, seed=seed, meta_batch_size=8,
-                           finder_hidden_dim=8, **kwargs)
+                           finder_hidden_dim=8, **{"meta_every": 1, **kwargs})
     model.compile(optimizer=optimizer or keras.optimizers.Adam(1e-2), jit_compile=jit_compile)
     return model
 

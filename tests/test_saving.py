@@ -15,7 +15,8 @@ def build(mode, generator=None, **kwargs):
         generator = conditional_generator(5, 3, (8, 8, 1), base_filters=4)
         generator.trainable = False
     model = keras_mgr.wrap(tiny.backbone(norm="keras"), generator, mode=mode, seed=0,
-                           meta_batch_size=8, finder_hidden_dim=8, **kwargs)
+                           meta_batch_size=8, finder_hidden_dim=8,
+                           **{"meta_every": 1, **kwargs})
     model.compile()
     return model
 

@@ -1,0 +1,188 @@
+"""The finder's trust region and the held-out validation source of the meta step."""
+
+import keras
+import numpy as np
+import pytest
+import tiny
+
+import keras_mgr
+from keras_mgr import Finder
+
+
+def build(mode="mgr", seed=0, **kwargs):
+    keras.utils.set_random_seed(seed)
+    model = keras_mgr.wrap(tiny.backbone(), tiny.generator(), num_classes=3, mode=mode,
+                           seed=seed, meta_batch_size=8, finder_hidden_dim=8, **kwargs)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    return model
+
+
+# Trust region ---------------------------------------------------------------
+def test_max_shift_scales_long_residuals_and_keeps_short_ones():
+    finder = Finder(latent_dim=2, num_classes=1, hidden_dim=3, num_layers=1,
+                    conditional=False, max_shift=1.0)
+    finder.hidden[0].kernel.assign(np.zeros((2, 3)))
+    finder.hidden[0].bias.assign(np.zeros(3))
+    z = np.array([[1.0, 2.0]], "float32")
+    labels = np.zeros((1,), "int32")
+    finder.out.bias.assign([3.0, 4.0])  # residual (3, 4): norm 5 -> scaled to 1
+    np.testing.assert_allclose(finder([z, labels]), [[1.6, 2.8]], rtol=1e-6)
+    finder.out.bias.assign([0.3, 0.4])  # norm 0.5 <= 1: unchanged
+    np.testing.assert_allclose(finder([z, labels]), [[1.3, 2.4]], rtol=1e-6)
+
+
+def test_max_shift_bounds_every_latent_and_starts_at_identity():
+    model = build(finder_max_shift=0.25)
+    draws = model.draw(16)
+    z = draws["z"].numpy()
+    phi = [v.value for v in model.finder.trainable_variables]
+    found, _ = model.finder.stateless_call(phi, [], [z, draws["labels"]])
+    np.testing.assert_array_equal(found.numpy(), z)  # zero-initialised residual
+    rng = np.random.default_rng(0)
+    for v in model.finder.trainable_variables:
+        v.assign(v.numpy() + rng.standard_normal(v.shape))
+    shift = np.linalg.norm(model.finder([z, draws["labels"]]).numpy() - z, axis=1)
+    assert shift.max() == pytest.approx(0.25, rel=1e-5)  # the bound is reached
+    assert np.all(shift <= 0.25 * (1 + 1e-5))
+    x, y = tiny.data(24)
+    history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert max(history.history["latent_shift"]) <= 0.25 * (1 + 1e-5)
+
+
+def test_max_shift_is_saved_and_checked(tmp_path):
+    model = build(finder_max_shift=2.0)
+    assert Finder.from_config(model.finder.get_config()).max_shift == 2.0
+    model.save(tmp_path / "m.keras")
+    assert keras.models.load_model(tmp_path / "m.keras").finder.max_shift == 2.0
+    with pytest.raises(ValueError, match="max_shift must be > 0.*-1"):
+        build(finder_max_shift=-1)
+
+
+# Held-out validation data ---------------------------------------------------
+def test_holdout_smaller_than_meta_batch_is_used_whole():
+    x_val, y_val = tiny.data(5, seed=3)
+    model = build(meta_validation_data=(x_val, y_val))
+    images, labels, weights = model._validation_batch()
+    np.testing.assert_array_equal(images.numpy(), x_val)
+    np.testing.assert_array_equal(labels.numpy(), y_val)
+    np.testing.assert_array_equal(weights.numpy(), np.ones(5))
+
+
+def test_holdout_larger_than_meta_batch_is_sampled_without_replacement():
+    x_val, y_val = tiny.data(30, seed=3)
+    x_val = x_val + np.arange(30)[:, None, None, None]  # rows identify examples
+    model = build(meta_validation_data=(x_val, np.eye(3)[y_val]))  # one-hot accepted
+    seen = set()
+    for _ in range(5):
+        images, labels, _ = model._validation_batch()
+        rows = [int(np.argmin(np.abs(x_val.reshape(30, -1) - i.reshape(1, -1)).sum(1)))
+                for i in images.numpy()]
+        assert len(rows) == 8 and len(set(rows)) == 8
+        np.testing.assert_array_equal(labels.numpy(), y_val[rows])
+        seen |= set(rows)
+    assert len(seen) > 8  # a new draw each meta step
+
+
+def test_holdout_feeds_the_meta_step_from_the_first_step():
+    x, y = tiny.data(8)
+    x_val, y_val = tiny.data(6, seed=3)
+    model = build(meta_validation_data=(x_val, y_val))
+    reference = build(meta_validation_data=(x_val, y_val))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    # The finder steps at step 1 already (no buffer to fill), and the
+    # buffer of training batches stays empty.
+    assert model.finder_optimizer.iterations.numpy() == 1
+    assert model.meta_count.numpy() == 0
+    # Its step is the one the meta-gradient on the held-out batch gives.
+    state = [v.value for v in reference.backbone.non_trainable_variables]
+    phi = reference.finder.trainable_variables
+    grads, *_ = reference.meta_gradient_of(
+        reference.classifier_variables, state, phi, x, y, reference.draw(8), x_val, y_val,
+        np.ones(6))
+    assert np.sqrt(sum(np.sum(g.numpy() ** 2) for g in grads)) > 0
+    reference.finder_optimizer.apply(grads, phi)
+    for a, b in zip(model.finder.weights, reference.finder.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_holdout_is_saved_with_the_weights(tmp_path):
+    x_val, y_val = tiny.data(5, seed=3)
+    model = build(meta_validation_data=(x_val, y_val))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.meta_holdout_size == 5
+    np.testing.assert_array_equal(loaded.holdout_images.numpy(), x_val)
+    np.testing.assert_array_equal(loaded.holdout_labels.numpy(), y_val)
+
+
+@pytest.mark.parametrize("kwargs, data, message", [
+    ({"mode": "pcr"}, "ok", "only modes 'metagda' and 'mgr'.*mode='pcr'"),
+    ({}, "bad_shape", r"shape \(n,\) \+ \(8, 8, 1\).*\(4, 8, 8, 3\)"),
+    ({}, "empty", r"empty.*\(0, 8, 8, 1\)"),
+    ({}, "mismatch", "4 images but 3 labels"),
+    ({}, "range", r"class ids in \[0, 3\).*\[0, 5\]"),
+    ({}, "nan", "NaN"),
+    ({}, "not_pair", "tuple \\(images, labels\\).*ndarray"),
+])
+def test_holdout_bad_input_is_quoted(kwargs, data, message):
+    x, y = tiny.data(4, seed=3)
+    data = {
+        "ok": (x, y),
+        "bad_shape": (np.zeros((4, 8, 8, 3)), y),
+        "empty": (x[:0], y[:0]),
+        "mismatch": (x, y[:3]),
+        "range": (x, np.array([0, 1, 2, 5])),
+        "nan": (np.where(np.arange(4)[:, None, None, None] == 1, np.nan, x), y),
+        "not_pair": x,
+    }[data]
+    with pytest.raises(ValueError, match=message):
+        build(meta_validation_data=data, **kwargs)
+
+
+# "auto" defaults -------------------------------------------------------------
+@pytest.mark.parametrize("mode, expected", [
+    ("mgr", (5, 1e-2, None)),
+    ("metagda", (1, 1e-3, 0.5)),
+])
+def test_auto_finder_settings_follow_the_mode(mode, expected):
+    model = keras_mgr.wrap(tiny.backbone(), tiny.generator(), num_classes=3, mode=mode)
+    assert (model.meta_every, model.finder_learning_rate, model.finder.max_shift) == expected
+    assert keras_mgr.wrap.__module__ == "keras_mgr.wrap"
+    from keras_mgr.wrap import FINDER_DEFAULTS
+
+    assert tuple(FINDER_DEFAULTS[mode].values()) == expected
+    model.compile()
+    assert float(model.finder_optimizer.learning_rate) == pytest.approx(expected[1])
+    # Explicit values win, None included.
+    model = keras_mgr.wrap(tiny.backbone(), tiny.generator(), num_classes=3, mode=mode,
+                           meta_every=3, finder_learning_rate=0.5, finder_max_shift=None)
+    assert (model.meta_every, model.finder_learning_rate, model.finder.max_shift) == (
+        3, 0.5, None)
+
+
+def test_meta_metrics_keep_their_value_in_an_epoch_without_a_meta_step():
+    # 4 steps per epoch, meta steps at 0, 5, 10, 15, 20: epoch 5 (steps 16-19) has none.
+    x, y = tiny.data(32)
+    model = build(meta_every=5)
+    history = model.fit(x, y, batch_size=8, epochs=6, verbose=0, shuffle=False).history
+    for name in ("meta_loss", "meta_grad_norm"):
+        assert history[name][3] > 0
+        assert history[name][4] == history[name][3]
+        assert history[name][5] != history[name][4]
+
+
+@pytest.mark.parametrize("mode", ["pcr", "mgr"])
+def test_a_smaller_last_batch_keeps_the_full_synthetic_batch(mode):
+    x, y = tiny.data(10)  # batches of 8 and 2
+    model = build(mode, meta_every=1)
+    sizes = []
+    draw = model.draw
+    model.draw = lambda n: sizes.append(n) or draw(n)
+    model.run_eagerly = True
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert sizes == [8, 8]
+    sizes.clear()
+    import tensorflow as tf
+
+    model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(4), epochs=1, verbose=0)
+    assert sizes == [4, 4, 4]  # batches 4, 4, 2
