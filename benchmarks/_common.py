@@ -92,11 +92,16 @@ def epochs_for(num_train, batch_size, steps):
 
 
 def summarize(rows, group_keys, value="accuracy"):
-    """{group: (mean, std, n)} of `value` over rows (std: population, ddof=0)."""
+    """{group: (mean, std, n)} of `value` over rows (std: sample, ddof=1; 0 if n=1)."""
     groups = {}
     for row in rows:
         groups.setdefault(tuple(row[k] for k in group_keys), []).append(float(row[value]))
-    return {g: (float(np.mean(v)), float(np.std(v)), len(v)) for g, v in groups.items()}
+    return {g: (float(np.mean(v)), sample_std(v), len(v)) for g, v in groups.items()}
+
+
+def sample_std(values):
+    """Standard deviation over seeds with Bessel's correction (n - 1); 0 for one value."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
 def cached_generator(data, dataset, ratio, seed, gan_steps, cache_dir):

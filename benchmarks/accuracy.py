@@ -183,7 +183,8 @@ def write_report(rows, out, name, title="Test accuracy", reference=None):
     configs = {c for c, _ in lines_}
     header = "| mode | " + " | ".join(f"{r:.0%} data" for r in ratios) + " |"
     table = [f"# {title}", "",
-             "Test accuracy (%), mean ± std over seeds (n = number of seeds).", "",
+             "Test accuracy (%), mean ± sample std (n - 1) over seeds (n = number of "
+             "seeds).", "",
              header, "|---|" + "---|" * len(ratios)]
     for config, mode in lines_:
         cells = []
@@ -231,7 +232,11 @@ def _paired_differences(rows, ratios, lines_, n_configs, reference=None):
                  for (c, m, rr, seed), v in by.items()
                  if c == config and m == mode and rr == ratio
                  and (ref_config, ref_mode, ratio, seed) in by]
-            cells.append(f"{np.mean(d):+.2f} ± {np.std(d):.2f} (n={len(d)})" if d else "-")
+            if not d:
+                cells.append("-")
+                continue
+            mean = round(float(np.mean(d)), 2) + 0  # no "-0.00"
+            cells.append(f"{mean:+.2f} ± {_common.sample_std(d):.2f} (n={len(d)})")
         label = mode if n_configs == 1 else f"{mode} [{config}]"
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     return out

@@ -474,15 +474,30 @@ class MGRModel(keras.Model):
                                       val_weights)
         v = self._replica_gradient(tape_v.gradient(loss_val, theta_look))
         epsilon = meta.finite_difference_epsilon(v, self.finite_difference_epsilon)
-        with tf.GradientTape() as tape_phi:
-            images = self.synthesize(phi, draws)
-            plus, _ = self.synthetic_loss(meta.perturb(theta, v, epsilon),
-                                          aux["real_state"], images, draws)
-            minus, _ = self.synthetic_loss(meta.perturb(theta, v, -epsilon),
-                                           aux["real_state"], images, draws)
-            difference = self._scale_for_replicas(plus - minus) if self.uses_pcr else (
-                plus - minus)
-        d_phi = tape_phi.gradient(difference, phi)
+        # One perturbed loss at a time, differentiated w.r.t. the images, then
+        # one pass back through a recomputed generator: the peak memory is
+        # that of a single PCR step, not of both perturbed passes at once.
+        images = tf.stop_gradient(self.synthesize(phi, draws))
+
+        def image_gradient(scale):
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(images)
+                loss, _ = self.synthetic_loss(meta.perturb(theta, v, scale),
+                                              aux["real_state"], images, draws)
+                loss = self._scale_for_replicas(loss) if self.uses_pcr else loss
+            return tape.gradient(loss, images)
+
+        # Control dependencies order the passes (a graph may otherwise run
+        # independent branches at the same time).
+        plus = image_gradient(epsilon)
+        with tf.control_dependencies([plus]):
+            cotangent = plus - image_gradient(-epsilon)
+        with tf.control_dependencies([cotangent]), tf.GradientTape(
+                watch_accessed_variables=False) as tape_phi:
+            tape_phi.watch(phi)
+            regenerated = self.synthesize(phi, draws)
+        d_phi = tape_phi.gradient(regenerated, phi,
+                                  output_gradients=ops.cast(cotangent, regenerated.dtype))
         factor = -ops.cast(eta, "float32") * self.synthetic_weight / (2.0 * epsilon)
         meta_grads = [ops.cast(factor, g.dtype) * g for g in d_phi]
         return meta_grads, grads, loss_val, total, aux

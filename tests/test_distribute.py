@@ -109,11 +109,12 @@ def test_replicas_draw_different_latents():
     assert not np.allclose(z0, z1)
 
 
-def test_meta_gradient_is_the_mean_of_per_replica_lookaheads():
+@pytest.mark.parametrize("meta_gradient", ["second_order", "finite_difference"])
+def test_meta_gradient_is_the_mean_of_per_replica_lookaheads(meta_gradient):
     """Chosen semantics: each replica looks ahead with its own batch's inner
     gradient; the finder step averages the replicas' meta-gradients."""
     s = strategy()
-    model = build("mgr", scope=s)
+    model = build("mgr", scope=s, meta_gradient=meta_gradient)
     x, y = tiny.data(16)
     x_val, y_val = tiny.data(16, seed=1)
     draws = model.draw(16)
