@@ -3,17 +3,18 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat setup.py requirements-test.txt | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat setup.py requirements-test.txt requirements-nodeps.txt | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test test-slow lint format clean
 
 setup: $(STAMP)
 
-$(STAMP): setup.py requirements-test.txt
+$(STAMP): setup.py requirements-test.txt requirements-nodeps.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[cpu]" -r requirements-test.txt
+	$(BIN)/python -m pip install -q --no-deps -r requirements-nodeps.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: $(STAMP)

@@ -231,7 +231,7 @@ def test_tfds_friendly_name_mock():
 
 
 def test_unknown_name_lists_known_names():
-    known = r"Known names: \['digits', 'aircraft', 'birds'.*name='no_such_set'"
+    known = r"Known names: \['animals', 'digits', 'aircraft', 'birds'.*name='no_such_set'"
     with pytest.raises(ValueError, match=known):
         load("no_such_set")
 

@@ -5,7 +5,13 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mgr.datasets.dataset import Dataset
-from keras_mgr.datasets.stratified_subset import _check_ratio, stratified_split, stratified_subset
+from keras_mgr.datasets.animals import load_animals
+from keras_mgr.datasets.stratified_subset import (
+    _check_ratio,
+    stratified_per_class,
+    stratified_split,
+    stratified_subset,
+)
 
 # The paper's six fine-grained sets, by friendly name: (TFDS name, train split,
 # test split). Flowers and DTD ship a separate validation split; like most
@@ -29,6 +35,7 @@ def load(
     ratio=1.0,
     seed=0,
     image_size=32,
+    per_class=None,
     validation_ratio=0.0,
     value_range=(-1.0, 1.0),
     data_dir=None,
@@ -37,12 +44,18 @@ def load(
 
     The test split is fixed by the source (or by a stratified 70/30 split with
     a fixed seed) and is never subsampled. `ratio` keeps a stratified fraction
-    of the training split, drawn with `seed`; `validation_ratio` then moves a
-    stratified fraction of that subset into a validation split.
+    of the training split (or `per_class` images of each class), drawn with
+    `seed`; `validation_ratio` then moves a stratified fraction of that subset
+    into a validation split.
 
     Sources, chosen by `name`:
     - `"digits"`: scikit-learn's 8x8 digits (1797 images, no download),
       bilinearly resized to `image_size`, 1 channel.
+    - `"animals"`: Animal-MNIST silhouettes (10 classes, 28x28, 1 channel;
+      9,716 distinct images: a fixed test split of 2,000, 200 per class, and
+      a training pool of 7,716). Needs
+      `pip install --no-deps animal_mnist==0.4`. Use `image_size=28` for the
+      native size.
     - a path to an image folder (or `name="folder"` with `data_dir=path`):
       one subfolder per class, or `train/` and `test/` folders each holding
       one subfolder per class. Images are centre-cropped to square, resized,
@@ -57,6 +70,8 @@ def load(
         ratio: float in `(0, 1]`, fraction of the training split to keep.
         seed: int, seed of the training subset and validation draw.
         image_size: int, height and width of the returned images.
+        per_class: int or None; if set, keep this many training images of
+            each class instead of `ratio` (an error if a class has fewer).
         validation_ratio: float in `[0, 1)`, fraction of the training subset
             moved to the validation split (at least one image per class).
         value_range: tuple `(low, high)` of the pixel values.
@@ -89,8 +104,15 @@ def load(
             f"Received: value_range={value_range}"
         )
 
+    if per_class is not None and not (isinstance(per_class, int) and per_class > 0):
+        raise ValueError(
+            f"per_class must be a positive int. Received: per_class={per_class!r}"
+        )
+
     if name == "digits":
         source = _load_digits(image_size)
+    elif name == "animals":
+        source = _load_animals(image_size)
     elif name == "folder" or _looks_like_path(name):
         path = data_dir if name == "folder" else name
         source = _load_folder(path, image_size)
@@ -98,7 +120,8 @@ def load(
         source = _load_tfds(name, image_size, data_dir)
     x_train, y_train, x_test, y_test, class_names, max_value = source
 
-    keep = stratified_subset(y_train, ratio, seed)
+    keep = (stratified_subset(y_train, ratio, seed) if per_class is None
+            else stratified_per_class(y_train, per_class, seed))
     x_train, y_train = x_train[keep], y_train[keep]
     x_val = y_val = None
     if validation_ratio > 0:
@@ -140,14 +163,25 @@ def _load_digits(image_size):
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    x = digits.images.astype("float32")[..., None]  # (1797, 8, 8, 1), 0..16
-    if image_size != 8:
-        x = tf.image.resize(x, (image_size, image_size), method="bilinear")
-        x = np.clip(x.numpy(), 0.0, 16.0)
+    x = _resize(digits.images.astype("float32")[..., None], image_size, 16.0)
     y = digits.target.astype("int32")
     train, test = _fixed_test_split(y)
     names = [str(c) for c in digits.target_names]
     return x[train], y[train], x[test], y[test], names, 16.0
+
+
+def _load_animals(image_size):
+    x_train, y_train, x_test, y_test, names, top = load_animals()
+    return (_resize(x_train, image_size, top), y_train, _resize(x_test, image_size, top),
+            y_test, names, top)
+
+
+def _resize(x, image_size, top):
+    """Bilinear resize of `(N, h, w, C)` images to `image_size`, clipped to [0, top]."""
+    if x.shape[1:3] == (image_size, image_size):
+        return x
+    x = tf.image.resize(x.astype("float32"), (image_size, image_size), method="bilinear")
+    return np.clip(x.numpy(), 0.0, top)
 
 
 def _load_folder(path, image_size):
@@ -259,7 +293,7 @@ def _center_crop_resize(image, size):
 
 
 def _unknown_name_message(name):
-    known = ["digits"] + sorted(TFDS_NAMES)
+    known = ["animals", "digits"] + sorted(TFDS_NAMES)
     return (
         f"Unknown dataset name. Known names: {known}, any TensorFlow Datasets "
         "name (with `pip install tensorflow-datasets`), or a path to an "

@@ -47,6 +47,31 @@ def stratified_subset(labels, ratio, seed=0):
     return np.sort(np.concatenate(chosen)).astype("int64")
 
 
+def stratified_per_class(labels, per_class, seed=0):
+    """Indices of `per_class` examples of each class (sorted int64).
+
+    Like `stratified_subset`, each class's draw is a prefix of one seeded
+    permutation of that class, so subsets of one seed are nested.
+
+    Example:
+
+    >>> stratified_per_class([0, 0, 0, 1, 1, 1], per_class=2, seed=0).shape
+    (4,)
+    """
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    short = {int(c): int(n) for c, n in zip(classes, counts) if n < per_class}
+    if short:
+        raise ValueError(
+            f"per_class={per_class} needs that many examples in every class. "
+            f"Classes with fewer (class: count): {short}"
+        )
+    rng = np.random.default_rng(seed)
+    chosen = [np.flatnonzero(labels == c)[rng.permutation(n)[:per_class]]
+              for c, n in zip(classes, counts)]
+    return np.sort(np.concatenate(chosen)).astype("int64")
+
+
 def stratified_split(labels, ratio, seed=0):
     """Split indices in two stratified parts, both holding every class.
 
