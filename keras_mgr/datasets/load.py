@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_mgr.datasets.dataset import Dataset
 from keras_mgr.datasets.animals import load_animals
+from keras_mgr.datasets.dataset import Dataset
 from keras_mgr.datasets.stratified_subset import (
     _check_ratio,
     stratified_per_class,
