@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 FIELDS = [
-    "key", "dataset", "ratio", "seed", "mode", "config", "options", "num_train",
+    "key", "dataset", "ratio", "per_class", "seed", "mode", "config", "options", "num_train",
     "epochs", "steps", "gan_steps", "backbone", "image_size", "batch_size",
     "accuracy", "seconds", "gan_seconds",
 ]
@@ -43,23 +43,33 @@ def run_key(**settings):
     return ";".join(f"{k}={settings[k]}" for k in sorted(settings))
 
 
-def read_rows(path):
-    """The CSV's runs, the first of each key (two processes may finish one twice)."""
+def read_rows(path, key="key"):
+    """The CSV's rows, the first of each `key` (two processes may finish one twice);
+    all rows with `key=None`."""
     if not os.path.exists(path):
         return []
     with open(path, newline="") as fh:
+        if key is None:
+            return list(csv.DictReader(fh))
         rows = {}
         for row in csv.DictReader(fh):
-            rows.setdefault(row["key"], row)
+            rows.setdefault(row[key], row)
         return list(rows.values())
 
 
-def append_row(path, row):
-    """Appends one finished run (a crash later never loses it)."""
+def append_row(path, row, fields=FIELDS):
+    """Appends one finished run (a crash later never loses it).
+
+    A file written before a field was added keeps its own header (the new
+    field is then left out of its rows).
+    """
     new = not os.path.exists(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    if not new:
+        with open(path, newline="") as fh:
+            fields = next(csv.reader(fh), None) or fields
     with open(path, "a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         if new:
             writer.writeheader()
         writer.writerow(row)
@@ -99,6 +109,20 @@ def summarize(rows, group_keys, value="accuracy"):
     return {g: (float(np.mean(v)), sample_std(v), len(v)) for g, v in groups.items()}
 
 
+def confidence_interval(values, level=0.95):
+    """`(mean, low, high)`: mean ± t(level, n - 1) * sample std / sqrt(n).
+
+    Example: values 1, 2, 3 -> mean 2, std 1, t(0.975, 2) = 4.303,
+    half-width 4.303 / sqrt(3) = 2.484.
+    """
+    from scipy import stats
+
+    n = len(values)
+    mean = float(np.mean(values))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sample_std(values) / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
 def sample_std(values):
     """Standard deviation over seeds with Bessel's correction (n - 1); 0 for one value."""
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
@@ -135,6 +159,44 @@ def cached_generator(data, dataset, ratio, seed, gan_steps, cache_dir):
     return generator, seconds
 
 
+QUALITY_FIELDS = ["dataset", "ratio", "per_class", "seed", "gan_steps", "accuracy", "fid",
+                  "real_test_accuracy", "real_fid", "judge_steps"]
+
+
+def record_generator_quality(path, generator, data, s, kind, size, seed, judge_steps=600):
+    """Scores `generator` (trained on `data`'s subset) once per (size, seed, GAN steps).
+
+    The judge is `keras_mgr.generators.quality.train_feature_classifier`
+    trained on the dataset's whole training pool (seed 0, cached in
+    `s["cache"]`), so that scores of different subsets are comparable.
+    """
+    from keras_mgr import datasets
+    from keras_mgr.generators import generator_quality, quality
+
+    for row in read_rows(path, key=None):
+        if (row[kind] == str(size) and row["seed"] == str(seed)
+                and row["gan_steps"] == str(s["gan_steps"])):
+            return
+    judge_path = os.path.join(
+        s["cache"], f"judge_{_slug(s['dataset'])}_i{s['image_size']}_j{judge_steps}.weights.h5")
+    full = datasets.load(s["dataset"], image_size=s["image_size"], data_dir=s["data_dir"])
+    if os.path.exists(judge_path):
+        judge = quality.feature_classifier(full.image_shape, full.num_classes)
+        judge.load_weights(judge_path)
+    else:
+        judge = quality.train_feature_classifier(full, steps=judge_steps, seed=0)
+        os.makedirs(s["cache"], exist_ok=True)
+        judge.save_weights(judge_path + ".tmp.weights.h5")
+        os.replace(judge_path + ".tmp.weights.h5", judge_path)
+    scores = generator_quality(generator, data, classifier=judge, seed=seed)
+    append_row(path, {"dataset": s["dataset"], "ratio": size if kind == "ratio" else "",
+                      "per_class": size if kind == "per_class" else "", "seed": seed,
+                      "gan_steps": s["gan_steps"], "judge_steps": judge_steps,
+                      **{k: f"{scores[k]:.4f}" for k in ("accuracy", "fid",
+                                                         "real_test_accuracy", "real_fid")}},
+               fields=QUALITY_FIELDS)
+
+
 def _slug(name):
     return "".join(c if c.isalnum() else "_" for c in str(name)).strip("_")[-40:]
 
@@ -142,3 +204,25 @@ def _slug(name):
 def log(*args):
     print(*args, flush=True)
     sys.stdout.flush()
+
+
+CURVE_FIELDS = ["per_class", "seed", "step", "accuracy"]
+
+
+def read_curve(path):
+    """Rows of a convergence CSV (see convergence.py); [] if none yet."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def append_curve(path, rows):
+    """Appends one finished curve (all its rows at once)."""
+    new = not os.path.exists(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CURVE_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)

@@ -32,6 +32,15 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "digits", "digits, a TFDS name, or an image-folder path.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory (or image folder).")
 flags.DEFINE_list("ratios", ["0.1", "0.25", "0.5", "1.0"], "Training-data fractions.")
+flags.DEFINE_list("per_class", [], "Training images per class (replaces --ratios), "
+                  "e.g. 10,25,50,100.")
+flags.DEFINE_list("size_steps", [], "Classifier steps per size (one per ratio or "
+                  "per_class value; default: --steps for every size).")
+flags.DEFINE_bool("generator_quality", True, "Score each generator (judge accuracy on "
+                  "generated images, FID) into <name>_generators.csv.")
+flags.DEFINE_integer("judge_steps", 600, "Training steps of the generator-quality judge.")
+flags.DEFINE_list("compare_to", ["pcr"], "Modes, besides base, to report paired "
+                  "differences to.")
 _common.define("list", "seeds", ["0", "1", "2"], "Seeds (subset, generator, classifier).")
 _common.define("list", "modes", MODES, "Modes to compare.")
 flags.DEFINE_integer("gan_steps", 500, "GAN steps per subset (batch 64, whole epochs).")
@@ -56,9 +65,9 @@ QUICK = {"ratios": ["0.1", "0.5"], "seeds": ["0"], "gan_steps": 60, "steps": 40,
 def settings_from_flags():
     """The run grid as a dict; `--quick` overrides flags the user did not set."""
     s = {name: FLAGS[name].value for name in (
-        "dataset", "data_dir", "ratios", "seeds", "modes", "gan_steps", "steps",
-        "batch_size", "image_size", "learning_rate", "options", "config", "out", "name",
-        "cache")}
+        "dataset", "data_dir", "ratios", "per_class", "size_steps", "seeds", "modes",
+        "gan_steps", "steps", "batch_size", "image_size", "learning_rate", "options",
+        "config", "out", "name", "cache", "generator_quality", "judge_steps")}
     if FLAGS.quick:
         for name, value in QUICK.items():
             if not FLAGS[name].present:
@@ -66,8 +75,28 @@ def settings_from_flags():
     return s
 
 
+def sizes_of(s):
+    """The grid's training-set sizes: `[("per_class", 10), ...]` or `[("ratio", 0.1), ...]`,
+    each with its step budget (`s["size_steps"]`, one per size, else `s["steps"]`)."""
+    per_class = s.get("per_class") or []
+    sizes = ([("per_class", int(v)) for v in per_class] if per_class
+             else [("ratio", float(r)) for r in s["ratios"]])
+    steps = [int(v) for v in s.get("size_steps") or []] or [s["steps"]] * len(sizes)
+    if len(steps) != len(sizes):
+        raise ValueError(f"size_steps needs one value per size ({len(sizes)}). "
+                         f"Received: size_steps={s['size_steps']}")
+    return [(kind, value, n) for (kind, value), n in zip(sizes, steps)]
+
+
+def size_label(row):
+    """Column label of a CSV row's training-set size: "10/class" or "10% data"."""
+    if row.get("per_class"):
+        return f"{int(row['per_class'])}/class"
+    return f"{float(row['ratio']):.0%} data"
+
+
 def run_grid(s, variants=None, backbone="small_cnn", train=None, gan_image_size=None):
-    """Runs every (ratio, seed, variant, mode) not yet in the CSV; returns all rows.
+    """Runs every (size, seed, variant, mode) not yet in the CSV; returns all rows.
 
     Args:
         s: settings (see `settings_from_flags`).
@@ -93,43 +122,52 @@ def run_grid(s, variants=None, backbone="small_cnn", train=None, gan_image_size=
         variants = [(config, mode, options) for mode in s["modes"]]
     path = os.path.join(s["out"], s["name"] + ".csv")
     done = {row["key"] for row in _common.read_rows(path)}
-    for ratio in map(float, s["ratios"]):
+    for kind, size, steps in sizes_of(s):
+        subset = {kind: size}  # ratio= or per_class=
         for seed in map(int, s["seeds"]):
             todo = []
             for config, mode, opts in variants:
                 extra = {} if gan_image_size == s["image_size"] else {
                     "gan_image_size": gan_image_size}
                 key = _common.run_key(
-                    dataset=s["dataset"], ratio=ratio, seed=seed, mode=mode,
-                    options=_common.options_string(opts), steps=s["steps"],
+                    dataset=s["dataset"], seed=seed, mode=mode,
+                    options=_common.options_string(opts), steps=steps,
                     gan_steps=s["gan_steps"], batch_size=s["batch_size"],
                     image_size=s["image_size"], learning_rate=s["learning_rate"],
-                    backbone=backbone, **extra)
+                    backbone=backbone, **subset, **extra)
                 if key not in done:
                     todo.append((key, config, mode, opts))
             if not todo:
                 continue
-            data = datasets.load(s["dataset"], ratio=ratio, seed=seed,
-                                 image_size=s["image_size"], data_dir=s["data_dir"])
+            data = datasets.load(s["dataset"], seed=seed, image_size=s["image_size"],
+                                 data_dir=s["data_dir"], **subset)
             gan_data = data if gan_image_size == s["image_size"] else datasets.load(
-                s["dataset"], ratio=ratio, seed=seed, image_size=gan_image_size,
-                data_dir=s["data_dir"])
+                s["dataset"], seed=seed, image_size=gan_image_size,
+                data_dir=s["data_dir"], **subset)
             generator, gan_seconds = _common.cached_generator(
-                gan_data, s["dataset"], ratio, seed, s["gan_steps"], s["cache"])
-            epochs = _common.epochs_for(len(data.y_train), s["batch_size"], s["steps"])
-            _common.log(f"ratio {ratio} seed {seed}: {len(data.y_train)} train images, "
+                gan_data, s["dataset"], size if kind == "ratio" else f"{size}pc", seed,
+                s["gan_steps"], s["cache"])
+            if s.get("generator_quality") and gan_image_size == s["image_size"]:
+                _common.record_generator_quality(
+                    os.path.join(s["out"], s["name"] + "_generators.csv"), generator, data,
+                    s, kind, size, seed, s.get("judge_steps", 600))
+            epochs = _common.epochs_for(len(data.y_train), s["batch_size"], steps)
+            _common.log(f"{kind} {size} seed {seed}: {len(data.y_train)} train images, "
                         f"generator {gan_seconds:.0f} s, {epochs} classifier epochs")
             for key, config, mode, opts in todo:
                 start = time.perf_counter()
-                run_data, run_epochs, run_opts = holdout_split(data, seed, epochs, s, opts)
+                run_data, run_epochs, run_opts = holdout_split(data, seed, epochs, steps, s,
+                                                               opts)
                 accuracy = train(run_data, generator, mode, seed, run_epochs,
                                  s["batch_size"], s["learning_rate"], **run_opts)
                 row = {
-                    "key": key, "dataset": s["dataset"], "ratio": ratio, "seed": seed,
+                    "key": key, "dataset": s["dataset"],
+                    "ratio": size if kind == "ratio" else "",
+                    "per_class": size if kind == "per_class" else "", "seed": seed,
                     "mode": mode, "config": config,
                     "options": _common.options_string(opts),
                     "num_train": len(run_data.y_train), "epochs": run_epochs,
-                    "steps": s["steps"], "gan_steps": s["gan_steps"],
+                    "steps": steps, "gan_steps": s["gan_steps"],
                     "backbone": backbone, "image_size": s["image_size"],
                     "batch_size": s["batch_size"], "accuracy": f"{accuracy:.4f}",
                     "seconds": f"{time.perf_counter() - start:.1f}",
@@ -141,7 +179,7 @@ def run_grid(s, variants=None, backbone="small_cnn", train=None, gan_image_size=
     return _common.read_rows(path)
 
 
-def holdout_split(data, seed, epochs, s, opts):
+def holdout_split(data, seed, epochs, steps, s, opts):
     """Applies the benchmark-only options `meta_validation_fraction=f` and
     `drop_fraction=f`.
 
@@ -150,7 +188,7 @@ def holdout_split(data, seed, epochs, s, opts):
     first passes it to wrap() as `meta_validation_data`, the second discards
     it (a control: the same smaller training set, validation from the
     buffer). Returns `(data, epochs, options)`, epochs recomputed so the
-    step budget stays `s["steps"]`.
+    step budget stays `steps`.
     """
     opts = dict(opts)
     fraction = opts.pop("meta_validation_fraction", None)
@@ -168,81 +206,118 @@ def holdout_split(data, seed, epochs, s, opts):
     run_data = Dataset(data.x_train[keep], data.y_train[keep], data.x_test, data.y_test,
                        class_names=data.class_names, value_range=data.value_range,
                        name=data.name)
-    return run_data, _common.epochs_for(len(keep), s["batch_size"], s["steps"]), opts
+    return run_data, _common.epochs_for(len(keep), s["batch_size"], steps), opts
 
 
-def write_report(rows, out, name, title="Test accuracy", reference=None):
-    """Markdown tables (mean ± std per mode and ratio; paired differences to
-    `reference`, a `(config, mode)`, default base) and a PNG plot."""
+def write_report(rows, out, name, title="Test accuracy", reference=None, also=None,
+                 quality_rows=None):
+    """Markdown tables and a PNG plot of a grid's rows.
+
+    Tables: mean ± sample std per mode and size; paired per-seed differences
+    (mean, 95% t-interval) to `reference`, a `(config, mode)` (default base),
+    and to each `(config, mode)` in `also` (e.g. pcr); the generators'
+    quality per size when `quality_rows` (see `_common.record_generator_quality`)
+    are given.
+    """
     if not rows:
         raise ValueError(f"No finished runs to report in {os.path.join(out, name)}.csv")
-    stats = _common.summarize(rows, ["config", "mode", "ratio"])
-    ratios = sorted({float(r) for _, _, r in stats})
+    for row in rows:
+        row["size"] = size_label(row)
+    stats = _common.summarize(rows, ["config", "mode", "size"])
+    sizes = sorted({r["size"] for r in rows}, key=_size_value)
     lines_ = sorted({(c, m) for c, m, _ in stats},
                     key=lambda cm: (cm[0], MODES.index(cm[1]) if cm[1] in MODES else 99))
     configs = {c for c, _ in lines_}
-    header = "| mode | " + " | ".join(f"{r:.0%} data" for r in ratios) + " |"
     table = [f"# {title}", "",
              "Test accuracy (%), mean ± sample std (n - 1) over seeds (n = number of "
-             "seeds).", "",
-             header, "|---|" + "---|" * len(ratios)]
+             "seeds).", "", _header(sizes)]
     for config, mode in lines_:
         cells = []
-        for r in ratios:
-            hit = [v for (c, m, rr), v in stats.items()
-                   if c == config and m == mode and float(rr) == r]
-            cells.append(f"{100 * hit[0][0]:.2f} ± {100 * hit[0][1]:.2f} (n={hit[0][2]})"
+        for size in sizes:
+            hit = stats.get((config, mode, size))
+            cells.append(f"{100 * hit[0]:.2f} ± {100 * hit[1]:.2f} (n={hit[2]})"
                          if hit else "-")
-        label = mode if len(configs) == 1 else f"{mode} [{config}]"
-        table.append(f"| {label} | " + " | ".join(cells) + " |")
-    table += _paired_differences(rows, ratios, lines_, len(configs), reference)
+        table.append(f"| {_label(config, mode, len(configs))} | " + " | ".join(cells) + " |")
+    if reference is None:
+        reference = next(((c, m) for c, m in lines_ if m == "base"), None)
+    for ref in [reference] + list(also or []):
+        table += _paired_differences(rows, sizes, lines_, len(configs), ref)
+    if quality_rows:
+        table += _quality_table(quality_rows, sizes)
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, name + ".md"), "w") as fh:
         fh.write("\n".join(table) + "\n")
-    _plot(stats, lines_, len(configs), os.path.join(out, name + ".png"), title)
+    _plot(stats, sizes, lines_, len(configs), os.path.join(out, name + ".png"), title)
     return "\n".join(table)
 
 
-def _paired_differences(rows, ratios, lines_, n_configs, reference=None):
-    """Per-seed difference to `reference` `(config, mode)` (default: base).
+def _size_value(label):
+    number = float(label.split("/")[0].split("%")[0])
+    return number
+
+
+def _header(sizes):
+    return "| mode | " + " | ".join(sizes) + " |\n|---|" + "---|" * len(sizes)
+
+
+def _label(config, mode, n_configs):
+    return mode if n_configs == 1 else f"{mode} [{config}]"
+
+
+def _paired_differences(rows, sizes, lines_, n_configs, reference):
+    """Per-seed difference to `reference` `(config, mode)`: mean [95% CI].
 
     Seeds share the subset and generator across modes, so the paired
-    difference removes the subset's difficulty from the comparison.
+    difference removes the subset's difficulty from the comparison. The
+    interval is mean ± t(0.975, n - 1) * std / sqrt(n) over seeds.
     """
-    by = {(r["config"], r["mode"], float(r["ratio"]), r["seed"]): float(r["accuracy"])
-          for r in rows}
-    if reference is None:
-        reference = next(((c, m) for c, m in lines_ if m == "base"), None)
     if reference not in lines_:
         return []
+    by = {(r["config"], r["mode"], r["size"], r["seed"]): float(r["accuracy"]) for r in rows}
     ref_config, ref_mode = reference
-    out = ["", f"Paired difference to {ref_mode}"
-           + (f" [{ref_config}]" if n_configs > 1 else "")
-           + " (points), mean ± std over seeds present in both:", "",
-           "| mode | " + " | ".join(f"{r:.0%} data" for r in ratios) + " |",
-           "|---|" + "---|" * len(ratios)]
-    import numpy as np
-
+    out = ["", f"Paired difference to {_label(ref_config, ref_mode, n_configs)} (points): "
+           "mean [95% confidence interval over seeds present in both] (n):", "",
+           _header(sizes)]
     for config, mode in lines_:
-        if (config, mode) == (ref_config, ref_mode):
+        if (config, mode) == reference:
             continue
         cells = []
-        for ratio in ratios:
-            d = [100 * (v - by[(ref_config, ref_mode, ratio, seed)])
-                 for (c, m, rr, seed), v in by.items()
-                 if c == config and m == mode and rr == ratio
-                 and (ref_config, ref_mode, ratio, seed) in by]
+        for size in sizes:
+            d = [100 * (v - by[(ref_config, ref_mode, size, seed)])
+                 for (c, m, ss, seed), v in by.items()
+                 if c == config and m == mode and ss == size
+                 and (ref_config, ref_mode, size, seed) in by]
             if not d:
                 cells.append("-")
                 continue
-            mean = round(float(np.mean(d)), 2) + 0  # no "-0.00"
-            cells.append(f"{mean:+.2f} ± {_common.sample_std(d):.2f} (n={len(d)})")
-        label = mode if n_configs == 1 else f"{mode} [{config}]"
+            mean, low, high = _common.confidence_interval(d)
+            cells.append(f"{mean:+.2f} [{low:+.2f}, {high:+.2f}] (n={len(d)})"
+                         if len(d) > 1 else f"{mean:+.2f} (n=1)")
+        out.append(f"| {_label(config, mode, n_configs)} | " + " | ".join(cells) + " |")
+    return out
+
+
+def _quality_table(quality_rows, sizes):
+    """Generated-sample accuracy and FID per size, mean ± std over seeds."""
+    out = ["", "Generators (one per size and seed, trained on that subset only), scored by "
+           "a fixed judge CNN trained on the whole training pool: accuracy of the judge on "
+           "generated images against the requested class (%), and FID in the judge's "
+           "features against the real test split (lower is better):", "",
+           _header(sizes)]
+    for row in quality_rows:
+        row["size"] = size_label(row)
+    for field, scale, label in (("accuracy", 100, "generated-sample accuracy"),
+                                ("fid", 1, "FID vs real test"),
+                                ("real_test_accuracy", 100, "judge on real test"),
+                                ("real_fid", 1, "FID real train vs test")):
+        stats = _common.summarize(quality_rows, ["size"], value=field)
+        cells = [f"{scale * stats[(size,)][0]:.2f} ± {scale * stats[(size,)][1]:.2f} "
+                 f"(n={stats[(size,)][2]})" if (size,) in stats else "-" for size in sizes]
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     return out
 
 
-def _plot(stats, lines_, n_configs, path, title):
+def _plot(stats, sizes, lines_, n_configs, path, title):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -250,14 +325,13 @@ def _plot(stats, lines_, n_configs, path, title):
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for config, mode in lines_:
-        points = sorted((float(r), v) for (c, m, r), v in stats.items()
-                        if c == config and m == mode)
-        xs = [100 * p[0] for p in points]
-        ax.errorbar(xs, [100 * p[1][0] for p in points],
+        points = [(_size_value(size), stats[(config, mode, size)]) for size in sizes
+                  if (config, mode, size) in stats]
+        ax.errorbar([p[0] for p in points], [100 * p[1][0] for p in points],
                     yerr=[100 * p[1][1] for p in points], marker="o", capsize=3,
-                    label=mode if n_configs == 1 else f"{mode} [{config}]")
+                    label=_label(config, mode, n_configs))
     ax.set_xscale("log")
-    ax.set_xlabel("training data (%)")
+    ax.set_xlabel("images per class" if "/class" in sizes[0] else "training data (%)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.legend(fontsize=8)
@@ -271,9 +345,16 @@ def main(argv):
     s = settings_from_flags()
     rows = _common.read_rows(os.path.join(s["out"], s["name"] + ".csv")) if (
         FLAGS.report_only) else run_grid(s)
-    print(write_report(rows, s["out"], s["name"],
-                       f"Test accuracy on {s['dataset']} ({s['steps']} classifier "
-                       f"steps, {s['gan_steps']} GAN steps)"))
+    budget = ", ".join(f"{n} at {v}{'/class' if k == 'per_class' else ''}"
+                       for k, v, n in sizes_of(s))
+    config = s["config"] or _common.options_string(_common.parse_options(s["options"]))
+    print(write_report(
+        rows, s["out"], s["name"],
+        f"Test accuracy on {s['dataset']} (classifier steps: {budget}; "
+        f"{s['gan_steps']} GAN steps)",
+        also=[(config, m) for m in FLAGS.compare_to],
+        quality_rows=_common.read_rows(os.path.join(s["out"], s["name"] + "_generators.csv"),
+                                       key=None)))
 
 
 if __name__ == "__main__":

@@ -21,14 +21,19 @@ from keras_mgr import datasets, generators  # noqa: E402
 from keras_mgr.backbones import small_cnn  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_float("ratio", 0.1, "Fraction of the digits training split used.")
-flags.DEFINE_list("seeds", ["0"], "Seeds (subset, generator and classifier).")
-flags.DEFINE_list("modes", ["base", "mgr"], f"Modes to compare, from {keras_mgr.MODES}.")
-flags.DEFINE_integer("gan_epochs", 300, "Epochs of GAN training on the subset.")
-flags.DEFINE_integer("epochs", 40, "Classifier epochs.")
-flags.DEFINE_integer("batch_size", 32, "Real (and synthetic) batch size.")
-flags.DEFINE_integer("image_size", 32, "Digits are upsampled from 8x8 to this size.")
-flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of the classifier.")
+
+
+def define_flags():
+    """The demo's command-line flags (defined when run, not on import, so that
+    importing its training helpers never clashes with another script's flags)."""
+    flags.DEFINE_float("ratio", 0.1, "Fraction of the digits training split used.")
+    flags.DEFINE_list("seeds", ["0"], "Seeds (subset, generator and classifier).")
+    flags.DEFINE_list("modes", ["base", "mgr"], f"Modes to compare, from {keras_mgr.MODES}.")
+    flags.DEFINE_integer("gan_epochs", 300, "Epochs of GAN training on the subset.")
+    flags.DEFINE_integer("epochs", 40, "Classifier epochs.")
+    flags.DEFINE_integer("batch_size", 32, "Real (and synthetic) batch size.")
+    flags.DEFINE_integer("image_size", 32, "Digits are upsampled from 8x8 to this size.")
+    flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of the classifier.")
 
 
 def train_generator(data, seed, epochs, verbose=0):
@@ -79,4 +84,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -11,7 +11,7 @@ from keras_mgr.synthetic import SyntheticSampler, synthetic_dataset
 from keras_mgr.utils import full_precision
 
 MODES = ("base", "gda", "metagda", "pcr", "mgr")
-META_GRADIENTS = ("second_order", "finite_difference")
+META_GRADIENTS = ("second_order", "finite_difference", "random_drift")
 
 
 @keras.saving.register_keras_serializable(package="keras_mgr")
@@ -408,7 +408,7 @@ class MGRModel(keras.Model):
         extra_vars = self.regularizer.trainable_variables
         eta = self._learning_rate()
         n = len(theta_vars)
-        if self.meta_gradient == "second_order":
+        if self.meta_gradient != "finite_difference":  # second_order, random_drift
             # grad_phi CE_val(theta'(phi)) = -eta * d/dphi <grad_theta R(theta; phi), v>,
             # v = grad CE_val(theta') held constant: only R depends on phi, so
             # only R's forward and inner backward are taped for the second-order
@@ -529,6 +529,8 @@ class MGRModel(keras.Model):
             meta_grads, grads, loss_val, total, aux = self.meta_gradient_of(
                 theta_vars, state, phi_vars, x, y, draws, ops.cast(x_val, x.dtype), y_val,
                 val_weights, sample_weight)
+            if self.meta_gradient == "random_drift":
+                meta_grads = self._random_direction(meta_grads)
         else:
             with tf.GradientTape() as tape:
                 total, aux = self.train_loss(
@@ -643,6 +645,16 @@ class MGRModel(keras.Model):
             self.train_function = None  # retrace with the new size
 
     # Helpers ----------------------------------------------------------
+    def _random_direction(self, grads):
+        """A random direction with the global norm of `grads` (the random-drift
+        control). Its seed is derived from the sampler's stream without
+        advancing it, so the synthetic draws stay those of mode mgr."""
+        seed = tf.cast((self.sampler.seed_state.value + tf.constant([104729, 0], "int64"))
+                       % (2**32), "uint32")
+        noise = [random.normal(ops.shape(g), seed + i, g.dtype) for i, g in enumerate(grads)]
+        scale = meta.global_norm(grads) / (meta.global_norm(noise) + 1e-30)
+        return [n * ops.cast(scale, n.dtype) for n in noise]
+
     def _ce(self, y, logits, sample_weight=None):
         return self._compile_loss(y, full_precision(logits), sample_weight)
 

@@ -70,7 +70,10 @@ def wrap(
             `"auto"`: the best measured setting of the mode (`FINDER_DEFAULTS`:
             5 for mgr, 1 for metagda).
         meta_gradient: `"second_order"` (exact, nested tapes) or
-            `"finite_difference"` (DARTS approximation).
+            `"finite_difference"` (DARTS approximation). `"random_drift"` is a
+            control for experiments, not a method: the finder steps along a
+            random direction with the exact meta-gradient's norm, so it moves
+            its latents as far as mgr's finder does, without the signal.
         finder_learning_rate: Adam learning rate of the finder. `"auto"`:
             1e-2 for mgr, 1e-3 for metagda.
         finder_hidden_dim: width of the finder's residual MLP.

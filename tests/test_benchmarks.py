@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -37,7 +38,8 @@ def test_accuracy_quick_cli_writes_csv_table_and_plot(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, os.path.join(BENCHMARKS, "accuracy.py"), "--quick",
            "--ratios=0.1,0.5", "--modes=base,mgr", "--gan_steps=2", "--steps=3",
-           "--image_size=16", f"--out={out}", f"--cache={tmp_path / 'gen'}"]
+           "--image_size=16", "--judge_steps=4", f"--out={out}",
+           f"--cache={tmp_path / 'gen'}"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = _read(out / "accuracy_quick.csv")
@@ -52,8 +54,13 @@ def test_accuracy_quick_cli_writes_csv_table_and_plot(tmp_path):
     assert "| mode | 10% data | 50% data |" in table
     assert "| mgr | " in table and "(n=1)" in table
     assert (out / "accuracy_quick.png").stat().st_size > 1000
-    # One generator per (ratio, seed), shared by the modes.
-    assert len(os.listdir(tmp_path / "gen")) == 2
+    # One generator per (ratio, seed), shared by the modes, and one judge.
+    assert len(os.listdir(tmp_path / "gen")) == 3
+    quality = _read(out / "accuracy_quick_generators.csv")
+    assert sorted(r["ratio"] for r in quality) == ["0.1", "0.5"]
+    for row in quality:
+        assert 0.0 <= float(row["accuracy"]) <= 1.0 and float(row["fid"]) > 0.0
+    assert "| generated-sample accuracy | " in table and "| FID vs real test | " in table
 
 
 def _no_gan(monkeypatch):
@@ -85,6 +92,50 @@ def test_resume_skips_finished_runs(tmp_path, monkeypatch):
     assert {r["config"] for r in rows} == {"defaults", "pcr_weight=0.5"}
     table = accuracy.write_report(rows, s["out"], "acc")
     assert "gda [pcr_weight=0.5]" in table and "50.00 ± 0.00 (n=2)" in table
+
+
+def test_per_class_sizes_with_their_own_step_budgets(tmp_path, monkeypatch):
+    _no_gan(monkeypatch)
+    calls = []
+
+    def train(data, generator, mode, seed, epochs, batch_size, learning_rate, **kwargs):
+        calls.append((len(data.y_train), epochs))
+        return 0.5 if len(data.y_train) == 50 else 0.75
+
+    s = _settings(tmp_path, per_class=["5", "10"], size_steps=["8", "21"], modes=["base"])
+    rows = accuracy.run_grid(s, train=train)
+    # 5/class: 50 images, 4 steps an epoch -> 2 epochs; 10/class: 7 an epoch -> 3.
+    assert calls == [(50, 2), (100, 3)]
+    assert [(r["per_class"], r["ratio"], r["steps"]) for r in rows] == [
+        ("5", "", "8"), ("10", "", "21")]
+    assert "per_class=5" in rows[0]["key"] and "ratio" not in rows[0]["key"]
+    table = accuracy.write_report(rows, s["out"], "acc")
+    assert "| mode | 5/class | 10/class |" in table
+    assert "| base | 50.00 ± 0.00 (n=1) | 75.00 ± 0.00 (n=1) |" in table
+    with pytest.raises(ValueError, match=r"one value per size \(2\)"):
+        accuracy.run_grid(dict(s, size_steps=["8"]), train=train)
+
+
+def test_confidence_interval_by_hand():
+    # mean 2, sample std 1, t(0.975, 2) = 4.3027, half-width 4.3027 / sqrt(3) = 2.4841
+    mean, low, high = _common.confidence_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0
+    assert low == pytest.approx(2 - 2.4841, abs=1e-4)
+    assert high == pytest.approx(2 + 2.4841, abs=1e-4)
+
+
+def test_report_paired_intervals_to_base_and_pcr(tmp_path):
+    accuracies = {"base": [0.70, 0.72, 0.74], "pcr": [0.71, 0.74, 0.74],
+                  "mgr": [0.73, 0.75, 0.78]}
+    rows = [{"config": "defaults", "mode": mode, "ratio": "", "per_class": "10",
+             "seed": str(seed), "accuracy": str(a)}
+            for mode, values in accuracies.items() for seed, a in enumerate(values)]
+    table = accuracy.write_report(rows, str(tmp_path), "r", also=[("defaults", "pcr")])
+    # mgr - base per seed: 3, 3, 4 -> mean 3.33, std 0.577, half-width 4.3027 * 0.577 / 1.732
+    assert "Paired difference to base" in table and "Paired difference to pcr" in table
+    assert "| mgr | +3.33 [+1.90, +4.77] (n=3) |" in table
+    # mgr - pcr per seed: 2, 1, 4 -> mean 2.33, std 1.528, half-width 3.795
+    assert "| mgr | +2.33 [-1.46, +6.13] (n=3) |" in table
 
 
 def test_holdout_option_moves_a_stratified_part_to_meta_validation(tmp_path, monkeypatch):
@@ -210,3 +261,42 @@ def test_paper_backbones():
     assert net.output_shape == (None, 128) and net.name == "keras_cv_ResNetBackbone"
     with pytest.raises(ValueError, match="Unknown backbone 'NoSuchNet'"):
         paper.make_backbone("NoSuchNet", (32, 32, 3))
+
+
+def test_finder_signal_end_to_end(tmp_path):
+    cmd = [sys.executable, os.path.join(BENCHMARKS, "finder_signal.py"), "--dataset=digits",
+           "--per_class=10", "--seeds=0", "--steps=14", "--probe_every=1", "--gan_steps=2",
+           "--image_size=16", "--batch_size=16", f"--out={tmp_path}",
+           f"--cache={tmp_path / 'gen'}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = _read(tmp_path / "finder_signal.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2"]  # 14 steps = 2 epochs of 7
+    for row in rows:
+        for field in ("cos_val", "cos_all", "dl_same", "dl_indep", "dl_rand_indep"):
+            assert np.isfinite(float(row[field])), (field, row)
+        assert -1.0 <= float(row["cos_val"]) <= 1.0
+    assert rows[0]["cos_prev"] == "" and rows[1]["cos_prev"] != ""
+    assert "| 10 | 2 | " in (tmp_path / "finder_signal.md").read_text()
+
+
+def test_finder_signal_probe_leaves_the_run_untouched():
+    """A probe restores every weight, optimizer slot and random stream it touched."""
+    import finder_signal
+    import tiny
+
+    import keras_mgr
+    from keras_mgr.datasets import Dataset
+
+    x, y = tiny.data(24)
+    data = Dataset(x, y, x, y)
+    model = keras_mgr.wrap(tiny.backbone(), tiny.generator(), num_classes=3, seed=0,
+                           meta_every=1, meta_batch_size=4, finder_hidden_dim=8)
+    model.compile(optimizer="adam")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    variables = list(model.variables) + list(model.finder_optimizer.variables)
+    before = [v.numpy().copy() for v in variables]
+    row = finder_signal.Probe(model, data, batch_size=8, seed=0)()
+    assert row["meta_grad_norm"] > 0 and np.isfinite(row["dl_indep"])
+    for v, value in zip(variables, before):
+        np.testing.assert_array_equal(v.numpy(), value, err_msg=v.path)

@@ -186,3 +186,40 @@ def test_a_smaller_last_batch_keeps_the_full_synthetic_batch(mode):
 
     model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(4), epochs=1, verbose=0)
     assert sizes == [4, 4, 4]  # batches 4, 4, 2
+
+
+# Random-drift control ------------------------------------------------------
+def _flat(tensors):
+    return np.concatenate([np.ravel(keras.ops.convert_to_numpy(t)) for t in tensors])
+
+
+def test_random_drift_direction_has_the_meta_gradient_norm_and_no_signal():
+    model = build(meta_gradient="random_drift")
+    rng = np.random.default_rng(0)
+    grads = [rng.standard_normal(v.shape).astype("float32")
+             for v in model.finder.trainable_variables]
+    first = _flat(model._random_direction(grads))
+    again = _flat(model._random_direction(grads))
+    g = _flat(grads)
+    np.testing.assert_allclose(np.linalg.norm(first), np.linalg.norm(g), rtol=1e-5)
+    np.testing.assert_array_equal(first, again)  # a pure function of the stream's state
+    assert abs(first @ g) / np.linalg.norm(g) ** 2 < 0.2  # unrelated to the gradient
+    model.draw(4)  # the stream advances with every step's draws: a new direction
+    assert abs(_flat(model._random_direction(grads)) @ first) / np.linalg.norm(g) ** 2 < 0.2
+
+
+def test_random_drift_moves_the_finder_like_mgr_without_its_direction():
+    x, y = tiny.data(24)
+    finders, streams, shifts = {}, {}, {}
+    for meta_gradient in ("second_order", "random_drift"):
+        model = build(meta_gradient=meta_gradient, meta_every=1, finder_learning_rate=1e-2)
+        history = model.fit(x, y, batch_size=8, epochs=3, verbose=0)
+        finders[meta_gradient] = _flat(model.finder.trainable_variables)
+        streams[meta_gradient] = model.sampler.seed_state.numpy()
+        shifts[meta_gradient] = history.history["latent_shift"][-1]
+    # Both finders moved (Adam steps of ~lr), by comparable amounts, differently.
+    assert shifts["second_order"] > 0.01 and shifts["random_drift"] > 0.01
+    assert 0.2 < shifts["random_drift"] / shifts["second_order"] < 5.0
+    assert not np.allclose(finders["second_order"], finders["random_drift"])
+    # The control never advanced the synthetic stream: the same draws as mgr.
+    np.testing.assert_array_equal(streams["second_order"], streams["random_drift"])
