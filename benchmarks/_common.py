@@ -92,6 +92,27 @@ def parse_options(items):
     return options
 
 
+def finder_optimizer(spec):
+    """A finder optimizer from a CSV-friendly spec.
+
+    `"sgd:LR"` is SGD on the raw meta-gradient; `"adam:LR:EPS"` Adam with
+    that epsilon (`compile`'s "auto" is Adam with epsilon 1e-12, which turns
+    any meta-gradient into steps of about LR per coordinate).
+    """
+    import keras
+
+    name, *args = str(spec).split(":")
+    try:
+        values = [float(a) for a in args]
+        if name == "sgd" and len(values) == 1:
+            return keras.optimizers.SGD(values[0])
+        if name == "adam" and len(values) == 2:
+            return keras.optimizers.Adam(values[0], epsilon=values[1])
+    except ValueError:
+        pass
+    raise ValueError(f"finder_optimizer must be 'sgd:LR' or 'adam:LR:EPS'. Received: {spec!r}")
+
+
 def options_string(options):
     return ",".join(f"{k}={options[k]}" for k in sorted(options)) or "defaults"
 

@@ -1,4 +1,4 @@
-"""Ablation of the options the paper leaves open (../shared/METHOD.md), mode mgr.
+"""Ablation of the options the paper leaves open (docs/method.md), mode mgr.
 
 Each variant changes one `wrap()` option from a centre configuration
 (meta_every=5, see CENTRE); all run on the same subsets, generators (shared

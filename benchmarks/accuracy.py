@@ -180,8 +180,9 @@ def run_grid(s, variants=None, backbone="small_cnn", train=None, gan_image_size=
 
 
 def holdout_split(data, seed, epochs, steps, s, opts):
-    """Applies the benchmark-only options `meta_validation_fraction=f` and
-    `drop_fraction=f`.
+    """Applies the benchmark-only options `meta_validation_fraction=f`,
+    `drop_fraction=f` and `finder_optimizer=spec` (see
+    `_common.finder_optimizer`; passed to `compile`).
 
     Both take the same stratified fraction `f` out of the training subset's
     cross-entropy (the generator was still trained on the whole subset); the
@@ -191,6 +192,8 @@ def holdout_split(data, seed, epochs, steps, s, opts):
     step budget stays `steps`.
     """
     opts = dict(opts)
+    if "finder_optimizer" in opts:
+        opts["finder_optimizer"] = _common.finder_optimizer(opts["finder_optimizer"])
     fraction = opts.pop("meta_validation_fraction", None)
     dropped = opts.pop("drop_fraction", None)
     if fraction and dropped:

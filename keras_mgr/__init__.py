@@ -26,10 +26,11 @@ from keras_mgr.finder import Finder  # noqa: E402
 from keras_mgr.mgr_model import MODES, MGRModel, load_model  # noqa: E402
 from keras_mgr.regularizer import MGRRegularizer  # noqa: E402
 from keras_mgr.synthetic import SyntheticSampler, synthetic_dataset  # noqa: E402
-from keras_mgr.wrap import wrap  # noqa: E402
+from keras_mgr.wrap import FINDER_DEFAULTS, wrap  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
+    "FINDER_DEFAULTS",
     "MODES",
     "Finder",
     "MGRModel",

@@ -50,12 +50,13 @@ def train_generator(data, seed, epochs, verbose=0):
 
 
 def train_classifier(data, generator, mode, seed, epochs, batch_size, learning_rate,
-                     verbose=0, **wrap_kwargs):
+                     verbose=0, finder_optimizer="auto", **wrap_kwargs):
     """Wraps a fresh `small_cnn` and returns its test accuracy."""
     keras.utils.set_random_seed(seed)
     model = keras_mgr.wrap(small_cnn(data.image_shape), generator, mode=mode, seed=seed,
                            **wrap_kwargs)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  finder_optimizer=finder_optimizer)
     model.fit(data.x_train, data.y_train, batch_size=batch_size, epochs=epochs,
               verbose=verbose)
     return model.evaluate(data.x_test, data.y_test, verbose=0, return_dict=True)["accuracy"]

@@ -127,7 +127,7 @@ class MGRModel(keras.Model):
             self.latent_shift_tracker = keras.metrics.Mean(name="latent_shift")
             # Rolling buffer of the most recent real examples: the validation
             # batch of the lookahead is real training data other than the
-            # current batch (METHOD.md: no separate split is assumed).
+            # current batch (docs/method.md: no separate split is assumed).
             self.meta_images = self.add_weight(
                 shape=(self.meta_batch_size,) + self.image_shape,
                 initializer="zeros", trainable=False, name="meta_images",
@@ -588,7 +588,7 @@ class MGRModel(keras.Model):
 
         A `tf.cond` holding the meta step inside one XLA-compiled function was
         measured ~90x slower on CPU than choosing between two compiled
-        functions from Python (KERAS_NOTES.md). After each call the host
+        functions from Python (docs/keras_notes.md). After each call the host
         checks the step's non-finite flag (one scalar read).
         """
         if self.train_function is not None and not force:

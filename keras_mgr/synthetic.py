@@ -29,7 +29,7 @@ class SyntheticSampler(keras.layers.Layer):
     inside the step anyway; the seed state is a variable, so it is checkpointed
     (an interrupted run resumes the same draws) and one `seed` fixes every draw;
     and on 2 cores a generator inside `tf.data.map` was measured 2x slower
-    (KERAS_NOTES.md). Under `tf.distribute` the replica id is folded into the
+    (docs/keras_notes.md). Under `tf.distribute` the replica id is folded into the
     seed so that each replica draws different latents.
 
     Labels are class-balanced (`balanced_draw`).

@@ -59,7 +59,7 @@ def wrap(
             optionally `output_range` attributes.
         num_classes: int; defaults to `generator.num_classes`.
         mode: `"mgr"` (default), `"pcr"`, `"metagda"`, `"gda"` or `"base"`
-            (METHOD.md's comparison table; all share one code path).
+            (docs/method.md's comparison table; all share one code path).
         consistency: PCR distance, `"l2"`, `"cosine"` or `"simsiam"`.
         pcr_weight: lambda, weight of PCR (pcr, mgr).
         gda_weight: weight of the synthetic cross-entropy (gda, metagda).
@@ -307,3 +307,8 @@ def _check_generator_output(generator, latent_dim, num_classes, image_shape, res
         f"{image_shape} ({hint}). Received: generator output {shape}, backbone "
         f"input {image_shape}"
     )
+
+
+# `keras_mgr.wrap` is this function (it hides the module of the same name), so
+# the defaults it cites are reachable from it, and as keras_mgr.FINDER_DEFAULTS.
+wrap.FINDER_DEFAULTS = FINDER_DEFAULTS

@@ -116,6 +116,26 @@ def test_per_class_sizes_with_their_own_step_budgets(tmp_path, monkeypatch):
         accuracy.run_grid(dict(s, size_steps=["8"]), train=train)
 
 
+def test_finder_optimizer_option_reaches_compile(tmp_path, monkeypatch):
+    _no_gan(monkeypatch)
+    seen = []
+
+    def train(data, generator, mode, seed, epochs, batch_size, learning_rate, **kwargs):
+        seen.append(kwargs)
+        return 0.5
+
+    s = _settings(tmp_path, modes=["mgr"], options=["finder_optimizer=adam:0.01:1e-6"])
+    rows = accuracy.run_grid(s, train=train)
+    optimizer = seen[0].pop("finder_optimizer")
+    assert seen == [{}]
+    assert type(optimizer).__name__ == "Adam" and optimizer.epsilon == 1e-6
+    assert float(optimizer.learning_rate) == pytest.approx(0.01)
+    assert rows[0]["options"] == "finder_optimizer=adam:0.01:1e-6"
+    assert type(_common.finder_optimizer("sgd:100")).__name__ == "SGD"
+    with pytest.raises(ValueError, match=r"'sgd:LR' or 'adam:LR:EPS'. Received: 'sgd'"):
+        _common.finder_optimizer("sgd")
+
+
 def test_confidence_interval_by_hand():
     # mean 2, sample std 1, t(0.975, 2) = 4.3027, half-width 4.3027 / sqrt(3) = 2.4841
     mean, low, high = _common.confidence_interval([1.0, 2.0, 3.0])

@@ -151,6 +151,9 @@ def test_auto_finder_settings_follow_the_mode(mode, expected):
     from keras_mgr.wrap import FINDER_DEFAULTS
 
     assert tuple(FINDER_DEFAULTS[mode].values()) == expected
+    # The names the README cites (keras_mgr.wrap is the function, not the module).
+    assert keras_mgr.wrap.FINDER_DEFAULTS is FINDER_DEFAULTS
+    assert keras_mgr.FINDER_DEFAULTS is FINDER_DEFAULTS
     model.compile()
     assert float(model.finder_optimizer.learning_rate) == pytest.approx(expected[1])
     # Explicit values win, None included.

@@ -71,6 +71,7 @@ def train_feature_classifier(data, steps=600, batch_size=32, seed=0, verbose=0):
         data.as_dataset("train", batch_size, shuffle=True, seed=seed),
         epochs=max(1, math.ceil(steps / per_epoch)),
         verbose=verbose,
+        shuffle=False,  # the dataset shuffles itself
     )
     return model
 
