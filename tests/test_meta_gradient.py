@@ -90,9 +90,9 @@ def test_second_order_metagda(float64):
 
 def test_second_order_keras_batch_norm_is_close(float64):
     # Keras's BN takes the variance around stop_gradient(mean), which drops a
-    # second-derivative term: 0.23% here, 0.7% (1.4% per direction) in
-    # an earlier probe (docs/keras_notes.md). 2% bounds that error and still fails a wrong sign, a
-    # wrong scale or a cut path (a cut SimSiam path is 1.2% below, at 1e-4).
+    # second-derivative term: 0.23% here, 0.7% (1.4% per direction) in an
+    # earlier probe (docs/keras_notes.md). 2% bounds that error and still fails a
+    # wrong sign, a wrong scale or a cut path (a cut SimSiam path is 1.2% below, at 1e-4).
     check_against_finite_differences(build("l2", norm="keras"), 2e-2)
 
 
