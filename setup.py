@@ -29,6 +29,10 @@ setuptools.setup(
         "cpu": ["tensorflow-cpu>=2.18"],
         "gpu": ["tensorflow[and-cuda]>=2.18"],
         "test": ["pytest", "pytest-xdist", "ruff", "tensorflow-datasets", "matplotlib",
-                 "nbclient", "nbformat", "ipykernel", "tensorboard", "keras-cv"],  # = requirements-test.txt
+                 "nbclient", "nbformat", "ipykernel", "tensorboard", "keras-cv",
+                 "tokenizers", "sentencepiece"],  # = requirements-test.txt
+        # keras-hub itself cannot be listed: an extra cannot say --no-deps, and its
+        # metadata pulls tensorflow-text -> a second TensorFlow. It is in
+        # requirements-nodeps.txt (pip install --no-deps -r requirements-nodeps.txt).
     },
 )
