@@ -113,6 +113,17 @@ def finder_optimizer(spec):
     raise ValueError(f"finder_optimizer must be 'sgd:LR' or 'adam:LR:EPS'. Received: {spec!r}")
 
 
+def hold_out(data, fraction, seed):
+    """`(rest, (x_held, y_held))`: a stratified `fraction` of `data`'s training
+    subset taken out (the generator was still trained on the whole subset)."""
+    from keras_mgr.datasets import Dataset, stratified_split
+
+    keep, held = stratified_split(data.y_train, float(fraction), seed=seed)
+    rest = Dataset(data.x_train[keep], data.y_train[keep], data.x_test, data.y_test,
+                   class_names=data.class_names, value_range=data.value_range, name=data.name)
+    return rest, (data.x_train[held], data.y_train[held])
+
+
 def options_string(options):
     return ",".join(f"{k}={options[k]}" for k in sorted(options)) or "defaults"
 

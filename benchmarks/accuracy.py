@@ -201,15 +201,10 @@ def holdout_split(data, seed, epochs, steps, s, opts):
                          f"Received: {fraction}, {dropped}")
     if not (fraction or dropped):
         return data, epochs, opts
-    from keras_mgr.datasets import Dataset, stratified_split
-
-    keep, held = stratified_split(data.y_train, float(fraction or dropped), seed=seed)
+    run_data, held = _common.hold_out(data, fraction or dropped, seed)
     if fraction:
-        opts["meta_validation_data"] = (data.x_train[held], data.y_train[held])
-    run_data = Dataset(data.x_train[keep], data.y_train[keep], data.x_test, data.y_test,
-                       class_names=data.class_names, value_range=data.value_range,
-                       name=data.name)
-    return run_data, _common.epochs_for(len(keep), s["batch_size"], steps), opts
+        opts["meta_validation_data"] = held
+    return run_data, _common.epochs_for(len(run_data.y_train), s["batch_size"], steps), opts
 
 
 def write_report(rows, out, name, title="Test accuracy", reference=None, also=None,

@@ -55,6 +55,9 @@ def define_flags():
     flags.DEFINE_integer("image_size", 28, "Image height and width.")
     flags.DEFINE_integer("batch_size", 32, "Real and synthetic batch size.")
     flags.DEFINE_list("options", [], "wrap() options as name=value.")
+    flags.DEFINE_float("holdout", 0.0, "Hold this stratified fraction of the subset out of "
+                       "the cross-entropy as meta_validation_data (probes then draw their "
+                       "validation batches from it); 0: the rolling buffer.")
     flags.DEFINE_string("cache", "runs/generators", "Folder of cached generator weights.")
     flags.DEFINE_string("out", "benchmarks/results", "Output folder.")
     flags.DEFINE_string("name", "finder_signal", "Stem of the CSV / MD files.")
@@ -80,10 +83,13 @@ def _cos(a, b):
 class Probe:
     """Measures the meta-gradient of `model` at its current weights (see module doc)."""
 
-    def __init__(self, model, data, batch_size, seed):
+    def __init__(self, model, data, batch_size, seed, validation=None):
         import numpy as np
 
         self.model, self.data, self.batch_size = model, data, batch_size
+        # Validation batches come from `validation` (held-out images and
+        # labels) when given, else from the training subset (the buffer's source).
+        self.validation = validation or (data.x_train, data.y_train)
         self.rng = np.random.default_rng(1000 + seed)
         with self._restored():
             self.fixed = self._batches()  # the same probe batches at every probe (cos_prev)
@@ -103,12 +109,14 @@ class Probe:
     def _batches(self):
         """A real batch, synthetic draws and two disjoint validation batches."""
         n = len(self.data.y_train)
-        order = self.rng.permutation(n)
-        val = min(self.model.meta_batch_size, n // 2)
-        pick = lambda idx: (self.data.x_train[idx], self.data.y_train[idx])  # noqa: E731
-        real = pick(self.rng.choice(n, min(self.batch_size, n), replace=False))
-        return real, self.model.draw(self.batch_size), pick(order[:val]), pick(
-            order[val:2 * val])
+        x_val, y_val = self.validation
+        order = self.rng.permutation(len(y_val))
+        val = min(self.model.meta_batch_size, len(y_val) // 2)
+        real = self.rng.choice(n, min(self.batch_size, n), replace=False)
+        return ((self.data.x_train[real], self.data.y_train[real]),
+                self.model.draw(self.batch_size),
+                (x_val[order[:val]], y_val[order[:val]]),
+                (x_val[order[val:2 * val]], y_val[order[val:2 * val]]))
 
     def meta_gradient(self, real, draws, val):
         import numpy as np
@@ -171,7 +179,11 @@ class Probe:
 
 
 def run(data, generator, seed, steps, probe_every, batch_size, options, on_probe):
-    """Trains mgr on `data`, calling `on_probe(epoch, row)` at every probe."""
+    """Trains mgr on `data`, calling `on_probe(epoch, row)` at every probe.
+
+    With `options["meta_validation_data"]`, the probes draw their validation
+    batches from those held-out examples, as the meta step does.
+    """
     import keras
 
     import keras_mgr
@@ -181,7 +193,7 @@ def run(data, generator, seed, steps, probe_every, batch_size, options, on_probe
     model = keras_mgr.wrap(small_cnn(data.image_shape), generator, mode="mgr", seed=seed,
                            **options)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    probe = Probe(model, data, batch_size, seed)
+    probe = Probe(model, data, batch_size, seed, options.get("meta_validation_data"))
     epochs = _common.epochs_for(len(data.y_train), batch_size, steps)
     history = {}
 
@@ -231,6 +243,8 @@ def main(argv):
     from keras_mgr import datasets
 
     options = _common.parse_options(FLAGS.options)
+    if FLAGS.holdout:
+        options["holdout"] = FLAGS.holdout  # recorded in the CSV; split per seed below
     path = os.path.join(FLAGS.out, FLAGS.name + ".csv")
     done = {(r["per_class"], r["seed"], r["options"])
             for r in _common.read_rows(path, key=None)}
@@ -243,6 +257,10 @@ def main(argv):
                                  image_size=FLAGS.image_size)
             generator, _ = _common.cached_generator(
                 data, FLAGS.dataset, f"{per_class}pc", seed, FLAGS.gan_steps, FLAGS.cache)
+            run_options = {k: v for k, v in options.items() if k != "holdout"}
+            if FLAGS.holdout:
+                data, held = _common.hold_out(data, FLAGS.holdout, seed)
+                run_options["meta_validation_data"] = held
             rows = []
 
             def on_probe(epoch, row, rows=rows, per_class=per_class, seed=seed, tag=tag):
@@ -253,7 +271,7 @@ def main(argv):
                     f"{k} {row[k]:.3g}" for k in FIELDS[5:] if row[k] != ""))
 
             run(data, generator, seed, FLAGS.steps, FLAGS.probe_every, FLAGS.batch_size,
-                options, on_probe)
+                run_options, on_probe)
             for row in rows:  # a seed's probes land together (resume is per seed)
                 _common.append_row(path, row, fields=FIELDS)
     rows = _common.read_rows(path, key=None)

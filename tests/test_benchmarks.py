@@ -320,3 +320,10 @@ def test_finder_signal_probe_leaves_the_run_untouched():
     assert row["meta_grad_norm"] > 0 and np.isfinite(row["dl_indep"])
     for v, value in zip(variables, before):
         np.testing.assert_array_equal(v.numpy(), value, err_msg=v.path)
+    # Held-out validation (--holdout): the probe's validation batches come from it.
+    x_held, y_held = tiny.data(8, seed=5)
+    probe = finder_signal.Probe(model, data, batch_size=8, seed=0, validation=(x_held, y_held))
+    _, _, (x1, _), (x2, _) = probe.fixed
+    held = {row.tobytes() for row in x_held}
+    assert len(x1) == len(x2) == 4  # meta_batch_size 4, disjoint halves of 8
+    assert {row.tobytes() for row in np.concatenate([x1, x2])} == held
