@@ -73,8 +73,9 @@ def test_keras_hub_backbone_every_mode_fits_and_round_trips(family, mode, tmp_pa
     assert finder_moved == model.uses_finder, (mode, finder_moved)
     if mode == "mgr":
         assert np.isfinite(history["pcr_loss"][0]) and np.isfinite(history["meta_loss"][0])
-        assert history["meta_grad_norm"][0] == 0
+        assert history["meta_grad_norm"][0] > 0
 
     model.save(tmp_path / "m.keras")
     loaded = keras_mgr.load_model(tmp_path / "m.keras")
+    assert any(isinstance(layer, keras_hub.models.Backbone) for layer in loaded.backbone.layers)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
