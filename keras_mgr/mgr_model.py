@@ -8,7 +8,7 @@ from keras_mgr import checks, meta, random
 from keras_mgr.finder import Finder
 from keras_mgr.regularizer import MGRRegularizer
 from keras_mgr.synthetic import SyntheticSampler, synthetic_dataset
-from keras_mgr.utils import full_precision
+from keras_mgr.utils import dataset_fit_kwargs, full_precision
 
 MODES = ("base", "gda", "metagda", "pcr", "mgr")
 META_GRADIENTS = ("second_order", "finite_difference", "random_drift")
@@ -619,7 +619,7 @@ class MGRModel(keras.Model):
     def fit(self, x=None, y=None, *args, **kwargs):
         checks.fit_data(x, y, self.num_classes, self.image_shape)
         self._set_fit_batch_size(x, args[0] if args else kwargs.get("batch_size"))
-        return super().fit(x, y, *args, **kwargs)
+        return super().fit(x, y, *args, **dataset_fit_kwargs(x, kwargs))
 
     def _set_fit_batch_size(self, x, batch_size):
         """Fixes the default synthetic batch to the full real batch size.

@@ -13,3 +13,17 @@ def full_precision(x):
     if keras.backend.standardize_dtype(x.dtype) in ("float16", "bfloat16"):
         return ops.cast(x, "float32")
     return x
+
+
+def dataset_fit_kwargs(x, kwargs):
+    """`fit` keyword arguments with `shuffle=False` for a `tf.data.Dataset`.
+
+    Keras ignores `shuffle` for a dataset (it must shuffle itself) but warns
+    about its default `True` on every call; a dataset's own order is kept.
+    """
+    import tensorflow as tf
+
+    if isinstance(x, tf.data.Dataset):
+        kwargs = dict(kwargs)
+        kwargs.setdefault("shuffle", False)
+    return kwargs

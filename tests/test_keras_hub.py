@@ -11,7 +11,8 @@ import tiny
 
 import keras_mgr
 
-keras_hub = pytest.importorskip("keras_hub")
+keras_hub = pytest.importorskip(
+    "keras_hub", reason="pip install --no-deps -r requirements-nodeps.txt (make setup)")
 
 IMAGE_SHAPE = (16, 16, 3)
 

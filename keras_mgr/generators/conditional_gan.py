@@ -5,6 +5,7 @@ from keras import ops
 from keras_mgr.generators.conditional_generator import ConditionalGenerator
 from keras_mgr.generators.diff_augment import DiffAugment
 from keras_mgr.generators.projection_discriminator import ProjectionDiscriminator
+from keras_mgr.utils import dataset_fit_kwargs
 
 
 @keras.saving.register_keras_serializable(package="keras_mgr")
@@ -114,6 +115,11 @@ class ConditionalGAN(keras.Model):
 
     def call(self, inputs, training=False):
         return self.ema_generator(inputs, training=False)
+
+    def fit(self, x=None, *args, **kwargs):
+        """`keras.Model.fit`; a `tf.data.Dataset` keeps its own order (no
+        shuffle warning: batch and shuffle it yourself)."""
+        return super().fit(x, *args, **dataset_fit_kwargs(x, kwargs))
 
     def compile(self, g_optimizer="auto", d_optimizer="auto", **kwargs):
         """Configure training.
