@@ -33,6 +33,7 @@ def _read(path):
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow  # trains GANs, a judge and classifiers; the pieces have fast tests below
 def test_accuracy_quick_cli_writes_csv_table_and_plot(tmp_path):
     """`accuracy.py --quick`, shrunk further by flags (ratio, modes, steps)."""
     out = tmp_path / "out"
@@ -92,6 +93,26 @@ def test_resume_skips_finished_runs(tmp_path, monkeypatch):
     assert {r["config"] for r in rows} == {"defaults", "pcr_weight=0.5"}
     table = accuracy.write_report(rows, s["out"], "acc")
     assert "gda [pcr_weight=0.5]" in table and "50.00 ± 0.00 (n=2)" in table
+
+
+def test_generator_quality_recorded_once_per_subset_with_a_cached_judge(tmp_path,
+                                                                          monkeypatch):
+    import tiny
+
+    from keras_mgr.datasets import Dataset
+
+    x, y = tiny.data(30)
+    data = Dataset(x, y, x, y)
+    monkeypatch.setattr("keras_mgr.datasets.load", lambda *a, **k: data)  # the whole pool
+    s = _settings(tmp_path, image_size=8)
+    path = str(tmp_path / "q.csv")
+    for _ in range(2):  # the second call finds the subset scored and skips it
+        _common.record_generator_quality(path, tiny.generator(), data, s, "per_class", 10,
+                                         0, judge_steps=2)
+    rows = _read(path)
+    assert len(rows) == 1 and rows[0]["per_class"] == "10" and rows[0]["ratio"] == ""
+    assert 0.0 <= float(rows[0]["accuracy"]) <= 1.0 and float(rows[0]["fid"]) >= 0.0
+    assert os.listdir(tmp_path / "gen") == ["judge_digits_i8_j2.weights.h5"]
 
 
 def test_per_class_sizes_with_their_own_step_budgets(tmp_path, monkeypatch):

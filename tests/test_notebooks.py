@@ -28,6 +28,7 @@ def test_notebook_is_stored_without_outputs(name):
     assert code.index('os.environ["KERAS_BACKEND"] = "tensorflow"') < code.index("import keras")
 
 
+@pytest.mark.slow  # 1-6 min each; the README quick start test runs the same path fast
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs(name, tmp_path, monkeypatch):
     """Executes every cell in a fresh kernel of this interpreter (~1 min each)."""

@@ -5,6 +5,13 @@ import subprocess
 import sys
 import textwrap
 
+import keras
+import numpy as np
+import pytest
+import tiny
+
+import keras_mgr
+
 SCRIPT = textwrap.dedent("""
     import hashlib, sys
     import tensorflow as tf
@@ -33,7 +40,24 @@ def run(seed):
     return [line.split()[1] for line in out.splitlines() if line.startswith("DIGEST")][0]
 
 
+@pytest.mark.slow  # three fresh processes; the in-process test below is the fast check
 def test_same_seed_same_weights_other_seed_other_weights():
     first, second, other = run(0), run(0), run(1)
     assert first == second
     assert first != other
+
+
+def test_same_seed_same_weights_in_one_process():
+    def weights(seed):
+        keras.utils.set_random_seed(seed)
+        model = keras_mgr.wrap(tiny.backbone(norm="keras"), tiny.generator(), mode="mgr",
+                               seed=seed, meta_batch_size=8, meta_every=1)
+        model.compile()
+        x, y = tiny.data(32)
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+        return [v.numpy() for v in model.weights]
+
+    first, second, other = weights(0), weights(0), weights(1)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(first, other))
