@@ -5,14 +5,12 @@ pulls tensorflow-text, hence a second TensorFlow beside tensorflow-cpu.
 """
 
 import keras
+import keras_hub  # make setup installs it (requirements-nodeps.txt): a missing one fails
 import numpy as np
 import pytest
 import tiny
 
 import keras_mgr
-
-keras_hub = pytest.importorskip(
-    "keras_hub", reason="pip install --no-deps -r requirements-nodeps.txt (make setup)")
 
 IMAGE_SHAPE = (16, 16, 3)
 
