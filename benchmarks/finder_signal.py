@@ -211,14 +211,25 @@ def run(data, generator, seed, steps, probe_every, batch_size, options, on_probe
 
 
 def summarize(rows):
-    """Markdown: mean ± std over probes and seeds of every measure, per size."""
+    """Markdown: mean ± std over probes and seeds of every measure, per size and
+    option set, for the first and the second half of training apart."""
     import numpy as np
 
-    lines = ["| images per class | probes | latent_shift (last) | cos_val | cos_all | cos_prev "
-             "| dl_same | dl_rand_same | dl_indep | dl_rand_indep | P(dl_indep < dl_rand_indep) |",
-             "|---|" + "---|" * 10]
-    for per_class in sorted({r["per_class"] for r in rows}, key=int):
-        group = [r for r in rows if r["per_class"] == per_class]
+    last_epoch = {}
+    for r in rows:
+        key = (r["per_class"], r["options"], r["seed"])
+        last_epoch[key] = max(last_epoch.get(key, 0), int(r["epoch"]))
+    for r in rows:
+        half = 2 * int(r["epoch"]) <= last_epoch[(r["per_class"], r["options"], r["seed"])]
+        r["phase"] = "first half" if half else "second half"
+    lines = ["| images per class | options | training | probes | latent_shift (end) | cos_val "
+             "| cos_all | cos_prev | dl_same | dl_rand_same | dl_indep | dl_rand_indep "
+             "| P(dl_indep < dl_rand_indep) |", "|---|" + "---|" * 12]
+    groups = sorted({(r["per_class"], r["options"], r["phase"]) for r in rows},
+                    key=lambda g: (int(g[0]), g[1], g[2]))
+    for per_class, options, phase in groups:
+        group = [r for r in rows if (r["per_class"], r["options"], r["phase"]) == (
+            per_class, options, phase)]
 
         def stat(field, fmt="{:+.3f}", group=group):
             values = [float(r[field]) for r in group if r[field] != ""]
@@ -226,15 +237,15 @@ def summarize(rows):
                 return "-"
             return f"{fmt.format(np.mean(values))} ± {fmt.format(np.std(values)).lstrip('+')}"
 
-        last = {}
-        for r in group:
-            last[r["seed"]] = r
-        shift = np.mean([float(r["latent_shift"]) for r in last.values()])
+        ends = [float(r["latent_shift"]) for r in group
+                if int(r["epoch"]) == last_epoch[(per_class, options, r["seed"])]]
+        shift = f"{np.mean(ends):.2f}" if ends else "-"
         wins = np.mean([float(r["dl_indep"]) < float(r["dl_rand_indep"]) for r in group])
-        lines.append(f"| {per_class} | {len(group)} | {shift:.2f} | {stat('cos_val')} | "
-                     f"{stat('cos_all')} | {stat('cos_prev')} | {stat('dl_same', '{:+.2e}')} | "
-                     f"{stat('dl_rand_same', '{:+.2e}')} | {stat('dl_indep', '{:+.2e}')} | "
-                     f"{stat('dl_rand_indep', '{:+.2e}')} | {wins:.2f} |")
+        lines.append(f"| {per_class} | {options} | {phase} | {len(group)} | {shift} | "
+                     f"{stat('cos_val')} | {stat('cos_all')} | {stat('cos_prev')} | "
+                     f"{stat('dl_same', '{:+.2e}')} | {stat('dl_rand_same', '{:+.2e}')} | "
+                     f"{stat('dl_indep', '{:+.2e}')} | {stat('dl_rand_indep', '{:+.2e}')} | "
+                     f"{wins:.2f} |")
     return lines
 
 

@@ -318,7 +318,9 @@ def test_finder_signal_end_to_end(tmp_path):
             assert np.isfinite(float(row[field])), (field, row)
         assert -1.0 <= float(row["cos_val"]) <= 1.0
     assert rows[0]["cos_prev"] == "" and rows[1]["cos_prev"] != ""
-    assert "| 10 | 2 | " in (tmp_path / "finder_signal.md").read_text()
+    md = (tmp_path / "finder_signal.md").read_text()
+    assert "| 10 | defaults | first half | 1 | - |" in md  # epoch 1 of 2
+    assert "| 10 | defaults | second half | 1 | " in md
 
 
 def test_finder_signal_probe_leaves_the_run_untouched():
