@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_mgr import checks, meta, random
+from keras_mgr import batchnorm, checks, meta, random
 from keras_mgr.finder import Finder
 from keras_mgr.regularizer import MGRRegularizer
 from keras_mgr.synthetic import SyntheticSampler, synthetic_dataset
@@ -619,7 +619,10 @@ class MGRModel(keras.Model):
     def fit(self, x=None, y=None, *args, **kwargs):
         checks.fit_data(x, y, self.num_classes, self.image_shape)
         self._set_fit_batch_size(x, args[0] if args else kwargs.get("batch_size"))
-        return super().fit(x, y, *args, **dataset_fit_kwargs(x, kwargs))
+        history = super().fit(x, y, *args, **dataset_fit_kwargs(x, kwargs))
+        batchnorm.warn_if_unconverged(
+            self.backbone, int(keras.ops.convert_to_numpy(self.optimizer.iterations)))
+        return history
 
     def _set_fit_batch_size(self, x, batch_size):
         """Fixes the default synthetic batch to the full real batch size.

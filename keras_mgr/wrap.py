@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from keras_mgr import checks
+from keras_mgr import batchnorm, checks
 from keras_mgr.augment import check_differentiable
 from keras_mgr.finder import Finder
 from keras_mgr.mgr_model import MGRModel
@@ -44,6 +44,7 @@ def wrap(
     latent_space="z",
     synthetic_pool_size=0,
     checkpoint_generator=True,
+    batchnorm_momentum=None,
     seed=None,
     name="mgr_model",
 ):
@@ -111,6 +112,11 @@ def wrap(
         checkpoint_generator: False leaves the frozen generator's weights out
             of every checkpoint (`save`, `save_weights`, BackupAndRestore);
             load with `keras_mgr.load_model(path, generator=generator)`.
+        batchnorm_momentum: float or None; if set, the momentum of every
+            BatchNormalization layer of the backbone (None: left as built).
+            With a few hundred training steps use about 0.9: Keras's 0.99
+            (0.999 in keras.applications) leaves the moving statistics
+            unconverged, and `fit` warns when that is the case.
         seed: int or None; fixes the synthetic draws and views.
         name: model name.
 
@@ -132,6 +138,8 @@ def wrap(
     finder_max_shift = auto["finder_max_shift"] if finder_max_shift == "auto" else (
         finder_max_shift)
     _check_backbone(backbone)
+    if batchnorm_momentum is not None:
+        batchnorm.set_momentum(backbone, batchnorm_momentum)
     latent_dim, generator_classes, output_range = _generator_info(generator)
     if num_classes is None:
         num_classes = generator_classes
