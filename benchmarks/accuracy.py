@@ -254,8 +254,8 @@ def _size_value(label):
     return number
 
 
-def _header(sizes):
-    return "| mode | " + " | ".join(sizes) + " |\n|---|" + "---|" * len(sizes)
+def _header(sizes, first="mode"):
+    return f"| {first} | " + " | ".join(sizes) + " |\n|---|" + "---|" * len(sizes)
 
 
 def _label(config, mode, n_configs):
@@ -301,17 +301,21 @@ def _quality_table(quality_rows, sizes):
            "a fixed judge CNN trained on the whole training pool: accuracy of the judge on "
            "generated images against the requested class (%), and FID in the judge's "
            "features against the real test split (lower is better):", "",
-           _header(sizes)]
+           _header(sizes, "generators")]
     for row in quality_rows:
         row["size"] = size_label(row)
+    steps = sorted({row["gan_steps"] for row in quality_rows}, key=int)
     for field, scale, label in (("accuracy", 100, "generated-sample accuracy"),
                                 ("fid", 1, "FID vs real test"),
                                 ("real_test_accuracy", 100, "judge on real test"),
                                 ("real_fid", 1, "FID real train vs test")):
-        stats = _common.summarize(quality_rows, ["size"], value=field)
-        cells = [f"{scale * stats[(size,)][0]:.2f} ± {scale * stats[(size,)][1]:.2f} "
-                 f"(n={stats[(size,)][2]})" if (size,) in stats else "-" for size in sizes]
-        out.append(f"| {label} | " + " | ".join(cells) + " |")
+        stats = _common.summarize(quality_rows, ["size", "gan_steps"], value=field)
+        for gan_steps in steps:
+            cells = [f"{scale * stats[key][0]:.2f} ± {scale * stats[key][1]:.2f} "
+                     f"(n={stats[key][2]})" if (key := (size, gan_steps)) in stats else "-"
+                     for size in sizes]
+            name = label if len(steps) == 1 else f"{label}, {gan_steps} GAN steps"
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
     return out
 
 
