@@ -65,11 +65,12 @@ def train_classifier(data, generator, mode, seed, epochs, batch_size, learning_r
     return model.evaluate(data.x_test, data.y_test, verbose=0, return_dict=True)["accuracy"]
 
 
-# Seconds per step on an idle 2-core CPU (benchmarks/speed.py: base 52 ms at
-# batch 32, 32x32; the other modes as measured ratios to base; GAN from
-# benchmarks/gan.py), for the duration each phase announces.
-SECONDS_PER_STEP = {"gan": 0.15, "base": 0.052, "gda": 0.112, "metagda": 0.245,
-                    "pcr": 0.157, "mgr": 0.2}
+# Seconds per step on an idle 2-core CPU, compilation included: GAN, base and
+# mgr measured by `make demo` (300 GAN epochs: 129 s; 40 classifier epochs:
+# base 21 s, mgr 57 s); gda, metagda and pcr scaled from benchmarks/speed.py's
+# ratios to base. For the duration each phase announces.
+SECONDS_PER_STEP = {"gan": 0.215, "base": 0.13, "gda": 0.2, "metagda": 0.5,
+                    "pcr": 0.3, "mgr": 0.36}
 
 
 class Progress(keras.callbacks.Callback):
