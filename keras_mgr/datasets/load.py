@@ -105,9 +105,7 @@ def load(
         )
 
     if per_class is not None and not (isinstance(per_class, int) and per_class > 0):
-        raise ValueError(
-            f"per_class must be a positive int. Received: per_class={per_class!r}"
-        )
+        raise ValueError(f"per_class must be a positive int. Received: per_class={per_class!r}")
 
     if name == "digits":
         source = _load_digits(image_size)
