@@ -246,6 +246,7 @@ def test_ablation_copies_identical_runs_and_runs_variants(tmp_path, monkeypatch)
         ablation.run_ablation(s, ["no_such_variant"])
 
 
+@pytest.mark.slow  # times real steps; test_speed_parse_config is the fast check
 def test_speed_quick_cli(tmp_path):
     cmd = [sys.executable, os.path.join(BENCHMARKS, "speed.py"), "--quick",
            "--configs=base,mgr:inf,mgr", "--throughput=base", "--steps=1",
@@ -269,6 +270,7 @@ def test_speed_parse_config():
     assert speed.parse_config("mgr:5/fd") == ("mgr", 5, False, None)
 
 
+@pytest.mark.slow  # resnet18 in two modes; test_paper_backbones is the fast check
 def test_paper_end_to_end_on_mock_tfds(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
     import paper
