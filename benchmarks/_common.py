@@ -23,11 +23,10 @@ FIELDS = [
 
 
 def define(kind, name, default, help_text):
-    """Defines an absl flag, or re-defaults it if `keras_mgr.demo` already did.
+    """Defines an absl flag, or re-defaults it if another benchmark module already did.
 
-    `keras_mgr.demo` defines its flags (seeds, modes, batch_size, ...) at
-    import time, and the benchmarks import its `train_generator` /
-    `train_classifier`: a second definition would raise DuplicateFlagError.
+    Scripts that import each other (ablation imports accuracy, speed shares
+    flag names with it) would otherwise raise DuplicateFlagError.
     """
     from absl import flags
 
