@@ -96,7 +96,8 @@ def finder_optimizer(spec):
 
     `"sgd:LR"` is SGD on the raw meta-gradient; `"adam:LR:EPS"` Adam with
     that epsilon (`compile`'s "auto" is Adam with epsilon 1e-12, which turns
-    any meta-gradient into steps of about LR per coordinate).
+    any meta-gradient into steps of about LR per coordinate); `"norm:LR"`
+    SGD on the meta-gradient divided by its global norm (steps of exactly LR).
     """
     import keras
 
@@ -107,9 +108,43 @@ def finder_optimizer(spec):
             return keras.optimizers.SGD(values[0])
         if name == "adam" and len(values) == 2:
             return keras.optimizers.Adam(values[0], epsilon=values[1])
+        if name == "norm" and len(values) == 1:
+            return NormalizedSGD(values[0])
     except ValueError:
         pass
-    raise ValueError(f"finder_optimizer must be 'sgd:LR' or 'adam:LR:EPS'. Received: {spec!r}")
+    raise ValueError("finder_optimizer must be 'sgd:LR', 'adam:LR:EPS' or 'norm:LR'. "
+                     f"Received: {spec!r}")
+
+
+def _normalized_sgd():
+    import keras
+
+    class NormalizedSGD(keras.optimizers.SGD):
+        """SGD on `g / ||g||` (global norm over all variables)."""
+
+        def _clip_gradients(self, grads):
+            present = [g for g in grads if g is not None]
+            norm = keras.ops.sqrt(sum(keras.ops.sum(keras.ops.square(g)) for g in present))
+            scale = 1.0 / keras.ops.maximum(norm, 1e-30)
+            return [None if g is None else g * keras.ops.cast(scale, g.dtype) for g in grads]
+
+    return NormalizedSGD
+
+
+def NormalizedSGD(learning_rate):  # noqa: N802 (a class made on first use: keras imports late)
+    return _normalized_sgd()(learning_rate)
+
+
+def view_augmentation(strength, value_range, seed):
+    """PCR's default `ViewAugmentation` with `strength` times its translate,
+    brightness and contrast (translate capped below 1)."""
+    from keras_mgr.augment import ViewAugmentation
+
+    k = float(strength)
+    if not 0 < k < 8:
+        raise ValueError(f"view_strength must be in (0, 8). Received: {strength!r}")
+    return ViewAugmentation(translate=0.125 * k, brightness=0.1 * k, contrast=min(0.1 * k, 0.9),
+                            value_range=tuple(value_range), seed=seed)
 
 
 def hold_out(data, fraction, seed):

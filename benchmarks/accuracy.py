@@ -181,8 +181,10 @@ def run_grid(s, variants=None, backbone="small_cnn", train=None, gan_image_size=
 
 def holdout_split(data, seed, epochs, steps, s, opts):
     """Applies the benchmark-only options `meta_validation_fraction=f`,
-    `drop_fraction=f` and `finder_optimizer=spec` (see
-    `_common.finder_optimizer`; passed to `compile`).
+    `drop_fraction=f`, `finder_optimizer=spec` (see
+    `_common.finder_optimizer`; passed to `compile`) and `view_strength=k`
+    (PCR's `ViewAugmentation` with k times the default translate, brightness
+    and contrast).
 
     Both take the same stratified fraction `f` out of the training subset's
     cross-entropy (the generator was still trained on the whole subset); the
@@ -194,6 +196,10 @@ def holdout_split(data, seed, epochs, steps, s, opts):
     opts = dict(opts)
     if "finder_optimizer" in opts:
         opts["finder_optimizer"] = _common.finder_optimizer(opts["finder_optimizer"])
+    if "view_strength" in opts:
+        # seed + 1: the stream wrap()'s default views use.
+        opts["augmentation"] = _common.view_augmentation(opts.pop("view_strength"),
+                                                         data.value_range, seed + 1)
     fraction = opts.pop("meta_validation_fraction", None)
     dropped = opts.pop("drop_fraction", None)
     if fraction and dropped:

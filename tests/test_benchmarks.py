@@ -153,8 +153,37 @@ def test_finder_optimizer_option_reaches_compile(tmp_path, monkeypatch):
     assert float(optimizer.learning_rate) == pytest.approx(0.01)
     assert rows[0]["options"] == "finder_optimizer=adam:0.01:1e-6"
     assert type(_common.finder_optimizer("sgd:100")).__name__ == "SGD"
-    with pytest.raises(ValueError, match=r"'sgd:LR' or 'adam:LR:EPS'. Received: 'sgd'"):
+    with pytest.raises(ValueError, match=r"'adam:LR:EPS' or 'norm:LR'. Received: 'sgd'"):
         _common.finder_optimizer("sgd")
+
+
+def test_normalized_finder_optimizer_steps_by_learning_rate():
+    # Gradients (3, 0) and (4,): global norm 5, so a step of 0.5 moves the
+    # variables by -0.5 * (0.6, 0) and -0.5 * 0.8, whatever the gradient's scale.
+    import keras
+
+    optimizer = _common.finder_optimizer("norm:0.5")
+    a, b = keras.Variable([1.0, 1.0]), keras.Variable([2.0])
+    optimizer.apply([keras.ops.array([3e-6, 0.0]), keras.ops.array([4e-6])], [a, b])
+    np.testing.assert_allclose(a.numpy(), [0.7, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(b.numpy(), [1.6], rtol=1e-6)
+
+
+def test_view_strength_option_reaches_wrap(tmp_path, monkeypatch):
+    _no_gan(monkeypatch)
+    seen = []
+
+    def train(data, generator, mode, seed, epochs, batch_size, learning_rate, **kwargs):
+        seen.append(kwargs)
+        return 0.5
+
+    s = _settings(tmp_path, modes=["mgr"], options=["view_strength=2"])
+    rows = accuracy.run_grid(s, train=train)
+    (views,) = [kw.pop("augmentation") for kw in seen]
+    assert seen == [{}] and rows[0]["options"] == "view_strength=2"
+    assert (views.translate, views.brightness, views.contrast) == (0.25, 0.2, 0.2)
+    with pytest.raises(ValueError, match=r"view_strength must be in \(0, 8\). Received: 0"):
+        _common.view_augmentation(0, (-1.0, 1.0), 0)
 
 
 def test_confidence_interval_by_hand():
