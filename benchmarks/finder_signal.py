@@ -192,6 +192,7 @@ def run(data, generator, seed, steps, probe_every, batch_size, options, on_probe
     keras.utils.set_random_seed(seed)
     model = keras_mgr.wrap(small_cnn(data.image_shape), generator, mode="mgr", seed=seed,
                            **options)
+    keras.utils.set_random_seed(seed)  # the stream the recorded results used
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     probe = Probe(model, data, batch_size, seed, options.get("meta_validation_data"))
     epochs = _common.epochs_for(len(data.y_train), batch_size, steps)

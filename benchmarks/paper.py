@@ -123,6 +123,7 @@ def trainer(backbone_name, weights, width, backbone_kwargs, jit_compile="auto"):
         size = generator.output.shape[1]
         model = keras_mgr.wrap(backbone, generator, mode=mode, seed=seed,
                                resize_synthetic=size != data.image_shape[0], **options)
+        keras.utils.set_random_seed(seed)  # the stream the recorded results used
         model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                       jit_compile=jit_compile)
         model.fit(data.x_train, data.y_train, batch_size=batch_size, epochs=epochs,

@@ -18,9 +18,12 @@ only the first step is a meta step, i.e. the plain mgr step), `+pool` a
 finite-difference meta-gradient.
 
 Peak memory: TensorFlow's allocator statistics for the device
-(`tf.config.experimental.get_memory_info`, which works on CPU too): the peak
-during the timed steps minus what was allocated before them (weights, the
-other models), i.e. the step's working memory.
+(`tf.config.experimental.get_memory_info`): the peak during the timed steps
+minus what was allocated before them (weights, the other models), i.e. the
+step's working memory. On CPU TensorFlow keeps these statistics only with its
+BFC allocator, chosen by `TF_CPU_ALLOCATOR_USE_BFC=true` before TensorFlow
+loads: this script sets it, and fails rather than report 0 when the
+statistics are unavailable.
 
 Breakdown (mgr, meta_every=1): the step's parts timed directly as compiled
 functions (real-batch CE forward + backward; finder + generator forward; PCR's
@@ -41,6 +44,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# CPU allocator statistics (peak memory) exist only with the BFC allocator,
+# which must be chosen before TensorFlow loads.
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import _common  # noqa: E402
@@ -114,11 +120,16 @@ def build(config, image_shape, generator, batch_size, synthetic_batch_size, jit_
 
 
 def _memory():
+    """`(device, {"current", "peak"})` of TensorFlow's allocator, or an error
+    naming the fix (never a silent 0)."""
     device = "GPU:0" if tf.config.list_physical_devices("GPU") else "CPU:0"
     try:
         return device, tf.config.experimental.get_memory_info(device)
-    except (ValueError, RuntimeError):
-        return device, None
+    except (ValueError, RuntimeError) as error:
+        raise RuntimeError(
+            f"No allocator statistics on {device}, so no peak memory: on CPU set "
+            "TF_CPU_ALLOCATOR_USE_BFC=true before TensorFlow is imported (speed.py does "
+            f"when it is the first to import it). Received: {error}") from error
 
 
 def measure(configs, image_shape, steps, rounds, batch_size, synthetic_batch_size=0,
@@ -146,16 +157,12 @@ def measure(configs, image_shape, steps, rounds, batch_size, synthetic_batch_siz
     for _ in range(rounds):
         for c, model in models.items():
             timer = StepTimer()
-            try:
-                tf.config.experimental.reset_memory_stats(device)
-            except (ValueError, RuntimeError):
-                pass
+            tf.config.experimental.reset_memory_stats(device)
             _, before = _memory()
             model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=False,
                       callbacks=[timer])
             _, after = _memory()
-            if before and after:
-                memory[c] = max(memory[c], after["peak"] - before["current"])
+            memory[c] = max(memory[c], after["peak"] - before["current"])
             times[c].append(float(np.mean(timer.times)))
     # Mean step time within a round (so that meta_every=k counts its meta
     # steps: a median of single steps would hide them), median over rounds.

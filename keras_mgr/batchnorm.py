@@ -8,6 +8,7 @@ use the moving statistics, can then score chance while training accuracy is
 99%. A momentum of about 0.9 converges in a few dozen steps (0.9^44 = 1%).
 """
 
+import math
 import warnings
 
 import keras
@@ -58,12 +59,15 @@ def warn_if_unconverged(model, steps):
                       for name, m, left in stale[:5])
     more = f" and {len(stale) - 5} more" if len(stale) > 5 else ""
     needed = max(1, min(int(1.0 / (1.0 - m)) for _, m, _ in stale))
+    # The largest momentum (2 decimals) whose statistics converge in `steps`.
+    suggested = math.floor(100 * UNCONVERGED ** (1.0 / max(steps, 1))) / 100
     warnings.warn(
         f"After {steps} training steps, {len(stale)} BatchNormalization layer(s) still "
         f"hold more than {UNCONVERGED:.0%} of their initial moving statistics: "
         f"{names}{more}. predict() and evaluate() use those statistics and can score "
-        "far below training accuracy. Fix: wrap(..., batchnorm_momentum=0.9), or train "
-        f"for many more steps (each momentum m needs about 4.6 / (1 - m) steps, e.g. "
-        f"{int(4.6 * needed)} here).",
+        f"far below training accuracy. Fix: wrap(..., batchnorm_momentum={suggested:g}) "
+        f"({suggested:g}^{steps} < {UNCONVERGED:.0%}), or train for many more steps "
+        f"(each momentum m needs about 4.6 / (1 - m) steps, e.g. {int(4.6 * needed)} "
+        "here).",
         stacklevel=3,
     )

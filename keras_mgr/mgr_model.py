@@ -1,5 +1,7 @@
 """`MGRModel`: a classifier trained with meta generative regularization."""
 
+import warnings
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -73,8 +75,18 @@ class MGRModel(keras.Model):
                 f"meta_gradient must be one of {META_GRADIENTS}. "
                 f"Received: meta_gradient={meta_gradient!r}"
             )
-        if int(meta_every) < 1:
-            raise ValueError(f"meta_every must be >= 1. Received: meta_every={meta_every}")
+        meta_every = checks.number("meta_every", meta_every, 1, integer=True)
+        pcr_weight = checks.number("pcr_weight", pcr_weight)
+        gda_weight = checks.number("gda_weight", gda_weight)
+        finder_learning_rate = checks.number("finder_learning_rate", finder_learning_rate,
+                                             strict=True)
+        synthetic_batch_size = checks.number("synthetic_batch_size", synthetic_batch_size, 1,
+                                             integer=True, allow_none=True)
+        meta_batch_size = checks.number("meta_batch_size", meta_batch_size, 1, integer=True)
+        finite_difference_epsilon = checks.number(
+            "finite_difference_epsilon", finite_difference_epsilon, strict=True)
+        synthetic_pool_size = checks.number("synthetic_pool_size", synthetic_pool_size,
+                                            integer=True)
         self.backbone = backbone
         self.head = head
         self.checkpoint_generator = bool(checkpoint_generator)
@@ -98,7 +110,9 @@ class MGRModel(keras.Model):
         self.image_shape = tuple(image_shape or backbone.input_shape[1:])
         self.latent_space = latent_space
         self.seed = seed
-        self.finder = finder or Finder(self.latent_dim, self.num_classes, name="finder")
+        # Only the finder modes build (and checkpoint) a finder.
+        self.finder = (finder or Finder(self.latent_dim, self.num_classes, name="finder")
+                       ) if mode in ("metagda", "mgr") else None
         self.regularizer = regularizer or MGRRegularizer(name="regularizer", seed=seed)
         if not self.regularizer.built:
             self.regularizer.build(backbone.output_shape)
@@ -204,9 +218,10 @@ class MGRModel(keras.Model):
         Args:
             optimizer: `"auto"` is Adam(1e-3). Updates backbone, head and the
                 SimSiam heads.
-            loss: `"auto"` is sparse categorical cross-entropy on logits. A
-                custom loss receives int class ids (one-hot labels are
-                converted) and logits.
+            loss: `"auto"` is sparse categorical cross-entropy on logits; so
+                is a cross-entropy given by name. A custom loss receives int
+                class ids (one-hot labels are converted) and logits; one built
+                with `from_logits=False` is refused.
             metrics: `"auto"` is `["accuracy"]` (sparse categorical accuracy).
             finder_optimizer: `"auto"` is Adam with `finder_learning_rate`;
                 `epsilon=1e-12` because meta-gradients are tiny (they scale
@@ -218,14 +233,20 @@ class MGRModel(keras.Model):
             optimizer = keras.optimizers.Adam(1e-3)
         if loss == "auto":
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        loss = checks.logits_loss(loss)
         if metrics == "auto":
             metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-        if finder_optimizer == "auto":
+        auto_finder = isinstance(finder_optimizer, str) and finder_optimizer == "auto"
+        if not self.uses_finder and not auto_finder and finder_optimizer is not None:
+            warnings.warn(f"mode={self.mode!r} has no finder: finder_optimizer ignored. "
+                          f"Received: {finder_optimizer!r}", stacklevel=2)
+        if auto_finder:
             finder_optimizer = keras.optimizers.Adam(
                 self.finder_learning_rate, epsilon=1e-12
             )
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
-        self.finder_optimizer = keras.optimizers.get(finder_optimizer)
+        self.finder_optimizer = (keras.optimizers.get(finder_optimizer)
+                                 if self.uses_finder else None)
         # Build each optimizer on exactly the variables it updates, so that
         # `.keras` saving and BackupAndRestore keep both states.
         self.optimizer.build(self._updated_variables)
@@ -517,7 +538,7 @@ class MGRModel(keras.Model):
         theta_vars = self.classifier_variables
         updated = self._updated_variables
         state = [v.value for v in self.backbone.non_trainable_variables]
-        phi_vars = self.finder.trainable_variables
+        phi_vars = self.finder.trainable_variables if self.uses_finder else []
         draws = None
         if self.uses_synthetic:
             draws = self.draw(self.synthetic_batch_size or self._fit_batch_size
@@ -557,7 +578,7 @@ class MGRModel(keras.Model):
             self.meta_grad_norm_tracker.update_state(meta.global_norm(meta_grads))
         self._write_back_state(aux["real_state"], aux["synthetic_state"], ok)
         if self.uses_finder and not self.meta_holdout_size:
-            self._remember(x, y)
+            self._remember(x, y, ok)
 
         batch = ops.shape(x)[0]
         self._loss_tracker.update_state(self._unscale_for_replicas(total),
@@ -617,7 +638,9 @@ class MGRModel(keras.Model):
         return train_function
 
     def fit(self, x=None, y=None, *args, **kwargs):
-        checks.fit_data(x, y, self.num_classes, self.image_shape)
+        checks.fit_data(x, y, self.num_classes, self.image_shape,
+                        self.regularizer.value_range if self.uses_synthetic else None)
+        checks.checkpoint_callbacks(self, kwargs.get("callbacks"))
         self._set_fit_batch_size(x, args[0] if args else kwargs.get("batch_size"))
         history = super().fit(x, y, *args, **dataset_fit_kwargs(x, kwargs))
         batchnorm.warn_if_unconverged(
@@ -809,15 +832,19 @@ class MGRModel(keras.Model):
             return ops.array(True)
         return self.meta_count.value >= self.meta_batch_size
 
-    def _remember(self, x, y):
-        """Pushes the batch into the validation buffer (newest first)."""
+    def _remember(self, x, y, ok):
+        """Pushes the batch into the validation buffer (newest first), only
+        when the step was accepted: a rejected batch may hold the NaN."""
         cap = self.meta_batch_size
         images = ops.concatenate([ops.cast(x, self.meta_images.dtype),
                                   self.meta_images.value], axis=0)[:cap]
         labels = ops.concatenate([y, self.meta_labels.value], axis=0)[:cap]
-        self.meta_images.assign(ops.reshape(images, self.meta_images.shape))
-        self.meta_labels.assign(ops.reshape(labels, (cap,)))
-        self.meta_count.assign(ops.minimum(self.meta_count + ops.shape(x)[0], cap))
+        count = ops.minimum(self.meta_count + ops.shape(x)[0], cap)
+        self.meta_images.assign(ops.where(
+            ok, ops.reshape(images, self.meta_images.shape), self.meta_images.value))
+        self.meta_labels.assign(ops.where(ok, ops.reshape(labels, (cap,)),
+                                          self.meta_labels.value))
+        self.meta_count.assign(ops.where(ok, count, self.meta_count.value))
 
     # Serialization ------------------------------------------------------
     def get_config(self):
@@ -843,7 +870,7 @@ class MGRModel(keras.Model):
             "backbone": serialize(self.backbone),
             "head": serialize(self.head),
             "generator": generator,
-            "finder": serialize(self.finder),
+            "finder": None if self.finder is None else serialize(self.finder),
             "regularizer": serialize(self.regularizer),
             "num_classes": self.num_classes,
             "mode": self.mode,

@@ -1,5 +1,7 @@
 """`keras_mgr.wrap()`: the one-line entry point."""
 
+import inspect
+
 import keras
 import numpy as np
 
@@ -117,7 +119,10 @@ def wrap(
             With a few hundred training steps use about 0.9: Keras's 0.99
             (0.999 in keras.applications) leaves the moving statistics
             unconverged, and `fit` warns when that is the case.
-        seed: int or None; fixes the synthetic draws and views.
+        seed: int or None; fixes the synthetic draws and views with the
+            model's own seeded streams. Global random state (Python, NumPy,
+            TensorFlow) is left alone: `keras.utils.set_random_seed` fixes
+            initialisation and shuffling.
         name: model name.
 
     Returns:
@@ -131,6 +136,8 @@ def wrap(
     model.fit(x_train, y_train, epochs=30)
     ```
     """
+    given = dict(locals())
+    checks.warn_unused(mode, given, _DEFAULTS)
     auto = FINDER_DEFAULTS.get(mode, FINDER_DEFAULTS["mgr"])
     meta_every = auto["meta_every"] if meta_every == "auto" else meta_every
     if finder_learning_rate == "auto":
@@ -182,18 +189,19 @@ def wrap(
     value_range = tuple(output_range or input_range or (-1.0, 1.0))
     if augmentation is not None:
         check_differentiable(augmentation, image_shape)
-    regularizer = MGRRegularizer(
-        consistency, augmentation=augmentation, value_range=value_range,
+    regularizer = MGRRegularizer(  # SimSiam heads only where PCR runs
+        consistency if mode in ("pcr", "mgr") else "l2", augmentation=augmentation,
+        value_range=value_range,
         seed=seed, name="regularizer",
     )
     regularizer.build(backbone.output_shape)
     holdout = _holdout(meta_validation_data, mode, num_classes, image_shape)
-    finder_dim = _finder_dim(generator, latent_dim, num_classes, latent_space)
-    finder = Finder(finder_dim, num_classes, hidden_dim=finder_hidden_dim,
-                    conditional=finder_conditional, max_shift=finder_max_shift,
-                    name="finder", dtype=full)
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
+    finder = None  # a mode builds only the parts it uses
+    if mode in ("metagda", "mgr"):
+        finder_dim = _finder_dim(generator, latent_dim, num_classes, latent_space)
+        finder = Finder(finder_dim, num_classes, hidden_dim=finder_hidden_dim,
+                        conditional=finder_conditional, max_shift=finder_max_shift,
+                        name="finder", dtype=full)
     model = MGRModel(
         backbone, head, generator, num_classes, mode=mode, finder=finder,
         regularizer=regularizer, pcr_weight=pcr_weight, gda_weight=gda_weight,
@@ -279,9 +287,33 @@ def _check_backbone(backbone):
             "keras.layers.GlobalAveragePooling2D(). Received: backbone output shape "
             f"{output_shape}"
         )
+    if any(d is None for d in backbone.input_shape[1:]):
+        raise ValueError(
+            "The backbone needs a fixed input size (the synthetic images are made at "
+            "it): build it with input_shape=(height, width, channels). Received: "
+            f"backbone input shape {backbone.input_shape}")
+    _check_features(backbone)
+
+
+def _check_features(backbone):
+    """Refuses a backbone ending in a softmax: its "features" are class
+    probabilities, and the head's logits on top would train silently badly."""
+    last = backbone.layers[-1] if backbone.layers else None
+    activation = getattr(last, "activation", None)
+    if isinstance(last, keras.layers.Softmax) or activation is keras.activations.softmax or (
+            getattr(activation, "__name__", "") == "softmax"):
+        raise ValueError(
+            "The backbone must return features, not probabilities: wrap() adds the "
+            "classification head. Drop the softmax layer (keras.applications: "
+            "include_top=False, pooling='avg'). Received: a backbone whose last layer "
+            f"{last.name!r} ({type(last).__name__}) applies a softmax")
 
 
 def _generator_info(generator):
+    if hasattr(generator, "ema_generator") and hasattr(generator, "discriminator"):
+        raise ValueError(
+            "wrap() takes the generator, not the whole GAN: pass `gan.generator` (its "
+            f"frozen EMA generator). Received: {type(generator).__name__} {generator.name!r}")
     latent_dim = getattr(generator, "latent_dim", None)
     num_classes = getattr(generator, "num_classes", None)
     if latent_dim is None:
@@ -299,10 +331,18 @@ def _generator_info(generator):
 
 def _check_generator_output(generator, latent_dim, num_classes, image_shape, resize):
     batch = min(2, num_classes)
-    images = generator(
-        [np.zeros((batch, latent_dim), "float32"), np.arange(batch, dtype="int32")],
-        training=False,
-    )
+    try:
+        images = generator(
+            [np.zeros((batch, latent_dim), "float32"), np.arange(batch, dtype="int32")],
+            training=False,
+        )
+    except Exception as error:
+        raise ValueError(
+            "The generator must be callable as generator([z, labels], training=False) "
+            "with z of shape (batch, latent_dim) and int labels of shape (batch,) "
+            "(keras_mgr.generators.GeneratorAdapter wraps other signatures). Received: "
+            f"calling {generator.name!r} that way raised {type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}") from error
     shape = tuple(images.shape[1:])
     if shape == image_shape:
         return
@@ -320,3 +360,4 @@ def _check_generator_output(generator, latent_dim, num_classes, image_shape, res
 # `keras_mgr.wrap` is this function (it hides the module of the same name), so
 # the defaults it cites are reachable from it, and as keras_mgr.FINDER_DEFAULTS.
 wrap.FINDER_DEFAULTS = FINDER_DEFAULTS
+_DEFAULTS = {name: p.default for name, p in inspect.signature(wrap).parameters.items()}

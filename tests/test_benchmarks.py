@@ -381,3 +381,28 @@ def test_finder_signal_probe_leaves_the_run_untouched():
     held = {row.tobytes() for row in x_held}
     assert len(x1) == len(x2) == 4  # meta_batch_size 4, disjoint halves of 8
     assert {row.tobytes() for row in np.concatenate([x1, x2])} == held
+
+
+def test_speed_measures_memory_on_a_fresh_machine():
+    # speed.py turns on TensorFlow's CPU allocator statistics before TF loads.
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("TF_CPU_ALLOCATOR_USE_BFC", None)
+    code = ("import os, speed; s, m, _, _ = speed.measure(['base'], (8, 8, 1), 2, 1, 8); "
+            "print('MEMORY', m['base'], os.environ['TF_CPU_ALLOCATOR_USE_BFC'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, cwd=BENCHMARKS)
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = [line.split() for line in out.stdout.splitlines() if line.startswith("MEMORY")][0]
+    assert float(line[1]) > 0 and line[2] == "true"
+
+
+def test_speed_without_allocator_statistics_fails_loudly(monkeypatch):
+    import speed
+
+    def unavailable(device):
+        raise ValueError("Allocator stats not available")
+
+    monkeypatch.setattr(speed.tf.config.experimental, "get_memory_info", unavailable)
+    with pytest.raises(RuntimeError, match=r"no peak memory: on CPU set "
+                                           r"TF_CPU_ALLOCATOR_USE_BFC=true.*Allocator stats"):
+        speed._memory()

@@ -239,3 +239,19 @@ def test_latent_shift_is_the_mean_distance_of_finder_latents():
     history = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history
     np.testing.assert_allclose(history["latent_shift"][0], np.linalg.norm(bias), rtol=1e-5)
     assert history["meta_grad_norm"][0] > 0
+
+
+def test_sample_grid_refuses_paths_in_its_name(tmp_path):
+    for name in ("../../x", "a/b", "..", ""):
+        with pytest.raises(ValueError, match=rf"no path separators. Received: name={name!r}"):
+            SampleGrid(directory=str(tmp_path), name=name)
+
+
+def test_sample_grid_figure_without_matplotlib_fails_before_training(tmp_path, monkeypatch):
+    model = build(mode="mgr")
+    x, y = tiny.data(8)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    grid = SampleGrid(directory=str(tmp_path), figure=True)
+    with pytest.raises(ImportError, match=r"figure=True\) draws with matplotlib"):
+        model.fit(x, y, batch_size=8, epochs=1, callbacks=[grid], verbose=0)
+    assert int(model.optimizer.iterations) == 0 and not os.listdir(tmp_path)

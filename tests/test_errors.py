@@ -101,5 +101,175 @@ def test_invalid_options():
         wrap(consistency="l1")
     with pytest.raises(ValueError, match="meta_gradient must be one of.*'first_order'"):
         wrap(meta_gradient="first_order")
-    with pytest.raises(ValueError, match="meta_every must be >= 1.*0"):
+    with pytest.raises(ValueError, match="meta_every must be an integer >= 1.*0"):
         wrap(meta_every=0)
+
+
+@pytest.mark.parametrize("loss", ["sparse_categorical_crossentropy", "categorical_crossentropy",
+                                  keras.losses.sparse_categorical_crossentropy])
+def test_crossentropy_by_name_trains_on_logits(loss):
+    # The head outputs logits: a cross-entropy given by name must read them as
+    # logits. On logits read as probabilities the loss below would differ.
+    model = wrap(mode="base")
+    model.compile(loss=loss)
+    x, y = tiny.data(6)
+    logits = model(x)
+    expected = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, logits)
+    np.testing.assert_allclose(float(model._ce(keras.ops.array(y), logits)),
+                               float(expected), rtol=1e-6)
+
+
+def test_probability_losses_and_softmax_backbones_are_refused():
+    model = wrap(mode="base")
+    with pytest.raises(ValueError, match="expects probabilities.*Received: "
+                                         "SparseCategoricalCrossentropy with from_logits=False"):
+        model.compile(loss=keras.losses.SparseCategoricalCrossentropy())
+    with pytest.raises(ValueError, match=r"must be one of.*Received: loss='mse'"):
+        model.compile(loss="mse")
+    inputs = keras.Input((8, 8, 1))
+    features = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    for top in (keras.layers.Dense(3, activation="softmax", name="probs"),
+                keras.layers.Softmax(name="probs")):
+        backbone = keras.Model(inputs, top(features))
+        with pytest.raises(ValueError, match="features, not probabilities.*last layer "
+                                             "'probs'"):
+            wrap(backbone)
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("meta_batch_size", 0, "an integer >= 1"),
+    ("pcr_weight", -1.0, "a number >= 0"),
+    ("gda_weight", -0.5, "a number >= 0"),
+    ("finder_learning_rate", -1e-3, "a number > 0"),
+    ("finder_learning_rate", 0.0, "a number > 0"),
+    ("meta_every", 2.7, "an integer >= 1"),
+    ("synthetic_batch_size", 0, "an integer >= 1 or None"),
+    ("finite_difference_epsilon", 0.0, "a number > 0"),
+    ("pcr_weight", float("nan"), "a number >= 0"),
+])
+def test_invalid_option_values_quote_the_value(name, value, message):
+    mode = "metagda" if name == "gda_weight" else "mgr"
+    with pytest.raises(ValueError, match=rf"{name} must be {message}\. "
+                                         rf"Received: {name}={value!r}"):
+        wrap(mode=mode, **{name: value})
+
+
+def test_options_the_mode_does_not_use_are_named():
+    with pytest.warns(UserWarning, match=r"mode='base' does not use consistency, "
+                                         r"meta_every: ignored. Received: "
+                                         r"consistency='simsiam', meta_every=3"):
+        wrap(mode="base", consistency="simsiam", meta_every=3)
+    with pytest.warns(UserWarning, match=r"mode='pcr' does not use gda_weight"):
+        wrap(mode="pcr", gda_weight=2.0)
+    with pytest.warns(UserWarning, match=r"mode='pcr' has no finder: finder_optimizer "
+                                         r"ignored. Received: 'sgd'"):
+        wrap(mode="pcr").compile(finder_optimizer="sgd")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        wrap(mode="mgr", pcr_weight=2.0, meta_every=3)  # all used: no warning
+
+
+def _ds(x, y, batch=4):
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+
+
+def _bad_inputs():
+    """(case, x, y, message) for fit: each on the NumPy and the tf.data path."""
+    x, y = tiny.data(8)
+    soft = np.full((8, 3), 1 / 3, "float32")
+    return [
+        ("float labels", x, y + 0.5, r"integer class ids.*non-integer values such as \[0.5"),
+        ("soft labels", x, soft, r"look one-hot but rows are not one-hot.*first row \[0.33"),
+        ("string labels", x, np.array(["cat"] * 8), r"not strings.*Received: .*labels"),
+        ("0..255 images", (x + 1) * 127.5, y,
+         r"value range \[-1, 1\].*Received: .* values in \[\d.*, 2\d\d\.?\d*\]"),
+        ("wrong image size", np.zeros((8, 9, 9, 1), "float32"), y, r"\(8, 8, 1\).*9, 9, 1"),
+        ("labels out of range", x, np.full(8, 5), r"class ids in \[0, 3\).*\[5, 5\]"),
+    ]
+
+
+@pytest.mark.parametrize("path", ["numpy", "tf.data"])
+@pytest.mark.parametrize("case", range(6))
+def test_bad_fit_inputs_on_both_paths(case, path):
+    name, x, y, message = _bad_inputs()[case]
+    model = wrap(mode="mgr", meta_every=1)
+    model.compile()
+    with pytest.raises(ValueError, match=message):
+        if path == "numpy":
+            model.fit(x, y, batch_size=4, verbose=0)
+        else:
+            model.fit(_ds(x, y), verbose=0)
+    assert int(model.optimizer.iterations) == 0, name  # failed before any step
+
+
+def test_dataset_structure_errors():
+    model = wrap(mode="pcr")
+    model.compile()
+    x, y = tiny.data(8)
+    cases = [
+        (tf.data.Dataset.from_tensor_slices(x).batch(4), r"\(images, labels\).*element_spec"),
+        (tf.data.Dataset.from_tensor_slices({"image": x, "label": y}).batch(4),
+         r"map dicts.*'image'"),
+        (tf.data.Dataset.from_tensor_slices((x, y)), r"batch it.*images \(8, 8, 1\)"),
+        (_ds(x, y).filter(lambda a, b: False), "empty: it yielded no batch"),
+    ]
+    for ds, message in cases:
+        with pytest.raises(ValueError, match=message):
+            model.fit(ds, verbose=0)
+    with pytest.raises(ValueError, match=r"needs labels.*x of shape \(8, 8, 8, 1\) and y=None"):
+        model.fit(x, verbose=0)
+
+
+def test_value_range_is_not_checked_where_no_synthetic_image_is_used():
+    # base never sees a generator image: its inputs may use any range.
+    model = wrap(mode="base")
+    model.compile()
+    x, y = tiny.data(8)
+    model.fit(x * 100.0, y, batch_size=8, verbose=0)
+    assert int(model.optimizer.iterations) == 1
+
+
+def test_wrap_refuses_gans_bad_generator_signatures_and_dynamic_sizes():
+    from keras_mgr.generators import ConditionalGAN
+
+    gan = ConditionalGAN(num_classes=3, image_shape=(8, 8, 1), latent_dim=5,
+                         generator_filters=4, discriminator_filters=4)
+    with pytest.raises(ValueError, match=r"not the whole GAN: pass `gan.generator`.*"
+                                         r"ConditionalGAN"):
+        wrap(generator=gan)
+
+    class ZOnly(keras.Model):  # call(z): the protocol's [z, labels] does not fit
+        latent_dim, num_classes, output_range = 5, 3, (-1.0, 1.0)
+
+        def call(self, z, labels):
+            return keras.ops.zeros((keras.ops.shape(z)[0], 8, 8, 1))
+
+    with pytest.raises(ValueError, match=r"generator\(\[z, labels\], training=False\).*"
+                                         r"Received: calling 'z_only' that way raised"):
+        wrap(generator=ZOnly(name="z_only"))
+    inputs = keras.Input((None, None, 1))
+    dynamic = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Conv2D(4, 3)(inputs)))
+    with pytest.raises(ValueError, match=r"fixed input size.*\(None, None, None, 1\)"):
+        wrap(dynamic)
+
+
+def test_unserializable_model_with_keras_checkpoint_fails_before_training(tmp_path):
+    from keras_mgr.generators import GeneratorAdapter
+
+    fn = lambda z, y: keras.ops.tanh(keras.ops.reshape(  # noqa: E731
+        keras.ops.tile(z[:, :1], (1, 64)), (-1, 8, 8, 1)))
+    model = wrap(generator=GeneratorAdapter(fn, latent_dim=5, num_classes=3), mode="pcr")
+    model.compile()
+    x, y = tiny.data(8)
+    checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / "m.keras"))
+    with pytest.raises(ValueError, match=r"ModelCheckpoint\('.*m.keras'\) saves the whole "
+                                         r"model.*Received: serializing raised"):
+        model.fit(x, y, batch_size=4, callbacks=[checkpoint], verbose=0)
+    assert int(model.optimizer.iterations) == 0
+    weights = keras.callbacks.ModelCheckpoint(str(tmp_path / "m.weights.h5"),
+                                              save_weights_only=True)
+    model.fit(x, y, batch_size=4, callbacks=[weights], verbose=0)  # the suggested fix
+    assert (tmp_path / "m.weights.h5").exists()

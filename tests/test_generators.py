@@ -213,3 +213,40 @@ def test_gan_save_load_round_trip(tmp_path):
 def test_gan_bad_args():
     with pytest.raises(ValueError, match="Received: ema_decay=1.0"):
         ConditionalGAN(ema_decay=1.0)
+
+
+def test_gan_nonfinite_batch_stops_with_the_term_and_no_nan_weight():
+    gan = ConditionalGAN(num_classes=4, image_shape=(32, 32, 1), seed=0, **TINY)
+    gan.compile()
+    images, labels = _batch(16, num_classes=4)
+    gan.fit(images[:8], labels[:8], batch_size=8, verbose=0)
+    before = [w.copy() for w in gan.get_weights()]
+    images[9, 0, 0, 0] = np.nan  # in the second batch: step 3 counting the first fit's
+    with pytest.raises(FloatingPointError, match=r"Non-finite d_loss at GAN training step 3 "
+                                                 r"\(epoch batch 2\).*d_loss=nan"):
+        gan.fit(images, labels, batch_size=8, shuffle=False, verbose=0)
+    after = gan.get_weights()
+    assert all(np.all(np.isfinite(w)) for w in after)
+    # Only the first (clean) batch of that fit moved anything: one step each.
+    assert int(gan.g_optimizer.iterations) == 2 and int(gan.d_optimizer.iterations) == 2
+    assert any(np.abs(a - b).max() > 0 for a, b in zip(before, after))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda x, y: (tf.data.Dataset.from_tensor_slices((x, y)), None), "batch it"),
+    (lambda x, y: (tf.data.Dataset.from_tensor_slices((x, np.eye(4)[y])).batch(4), None),
+     r"not one-hot.*tf.argmax.*\(None, 4\)"),
+    (lambda x, y: (x, np.eye(4)[y]), r"one int class id per image.*labels of shape \(8, 4\)"),
+    (lambda x, y: (x, y[:5]), r"labels of shape \(5,\) for images of shape \(8, 32, 32, 1\)"),
+    (lambda x, y: (x, None), r"needs labels.*y=None"),
+    (lambda x, y: (x, y + 4), r"class ids in \[0, 4\).*\[4, 7\]"),
+    (lambda x, y: (x[:, :16], y), r"\(32, 32, 1\).*\(8, 16, 32, 1\)"),
+])
+def test_gan_fit_input_errors_quote_what_was_received(make, message):
+    gan = ConditionalGAN(num_classes=4, image_shape=(32, 32, 1), seed=0, **TINY)
+    gan.compile()
+    x, y = make(*_batch(8, num_classes=4))
+    with pytest.raises(ValueError, match=message):
+        gan.fit(x, y, verbose=0) if y is not None or not isinstance(x, np.ndarray) else (
+            gan.fit(x, verbose=0))
+    assert int(gan.g_optimizer.iterations) == 0

@@ -78,7 +78,7 @@ def test_meta_step_is_fused_and_leaves_bn_to_real_batch():
     x_val, y_val = tiny.data(8, seed=1)
     meta_model, plain_model = build("mgr", norm="keras"), build("mgr", norm="keras")
     for model in (meta_model, plain_model):
-        model._remember(x_val, y_val)  # the validation buffer
+        model._remember(x_val, y_val, True)  # the validation buffer
     backbone = meta_model.backbone
     _, expected_state = backbone.stateless_call(
         backbone.trainable_variables, backbone.non_trainable_variables, x, training=True)
@@ -163,3 +163,25 @@ def test_synthetic_pool_for_gda_and_pcr():
     assert np.isfinite(model.fit(x, y, batch_size=8, verbose=0).history["pcr_loss"][-1])
     with pytest.raises(ValueError, match="synthetic_pool_size needs.*'mgr'"):
         build("mgr", synthetic_pool_size=20)
+
+
+@pytest.mark.parametrize("mode, finder, simsiam", [
+    ("base", False, False), ("gda", False, False), ("pcr", False, True),
+    ("metagda", True, False), ("mgr", True, True)])
+def test_each_mode_builds_only_the_parts_it_uses(mode, finder, simsiam):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # consistency is ignored by some modes
+        model = keras_mgr.wrap(tiny.backbone(), tiny.generator(), mode=mode,
+                               consistency="simsiam")
+    model.compile()
+    assert (model.finder is not None) == finder
+    assert (model.finder_optimizer is not None) == finder
+    # tiny backbone conv (2) + head (2), plus SimSiam's heads where PCR runs.
+    extra = len(model.regularizer.trainable_weights)
+    assert (extra > 0) == simsiam
+    assert len(model.trainable_weights) == 4 + extra + (
+        len(model.finder.trainable_weights) if finder else 0)
+    x, y = tiny.data(8)
+    model.fit(x, y, batch_size=8, verbose=0)  # and trains without the missing parts

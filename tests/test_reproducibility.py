@@ -61,3 +61,20 @@ def test_same_seed_same_weights_in_one_process():
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, b) for a, b in zip(first, other))
+
+
+def test_wrap_seed_leaves_global_random_state_alone():
+    # Were wrap(seed=0) to re-seed the global generators, the draws after it
+    # would be the same whatever the global seed before it.
+    import random
+
+    import tensorflow as tf
+
+    def draws_after_wrap(global_seed):
+        keras.utils.set_random_seed(global_seed)
+        keras_mgr.wrap(tiny.backbone(), tiny.generator(), mode="mgr", seed=0)
+        return random.random(), np.random.random(), float(tf.random.uniform(()))
+
+    first, second = draws_after_wrap(1), draws_after_wrap(2)
+    assert all(a != b for a, b in zip(first, second))
+    assert draws_after_wrap(1) == first  # and the global seed still fixes them

@@ -5,6 +5,8 @@ finder picks beside uniformly drawn ones, as PNG and to TensorBoard. The
 losses (`loss`, `ce_loss`, `pcr_loss` / `gda_loss`, `meta_loss`) and the
 finder's diagnostics (`meta_grad_norm`, `latent_shift`) are training metrics,
 so `keras.callbacks.TensorBoard` logs them as scalars without any help.
+`AtomicBackup` resumes a killed `fit` from its last whole epoch (a kill
+during the write cannot corrupt it, unlike `keras.callbacks.BackupAndRestore`).
 
 Example:
 
@@ -17,7 +19,8 @@ model.fit(x, y, epochs=30, callbacks=[
 ```
 """
 
+from keras_mgr.callbacks.backup import AtomicBackup
 from keras_mgr.callbacks.grid import make_grid
 from keras_mgr.callbacks.sample_grid import SampleGrid
 
-__all__ = ["SampleGrid", "make_grid"]
+__all__ = ["AtomicBackup", "SampleGrid", "make_grid"]

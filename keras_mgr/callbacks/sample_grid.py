@@ -72,6 +72,10 @@ class SampleGrid(keras.callbacks.Callback):
         if int(samples_per_class) < 1:
             raise ValueError(
                 f"samples_per_class must be >= 1. Received: samples_per_class={samples_per_class}")
+        if not isinstance(name, str) or name in ("", ".", "..") or any(
+                sep in name for sep in ("/", "\\", os.sep)):
+            raise ValueError("name is a file-name prefix inside `directory`: no path "
+                             f"separators. Received: name={name!r}")
         self.directory = directory
         self.log_dir = log_dir
         self.every = int(every)
@@ -167,6 +171,14 @@ class SampleGrid(keras.callbacks.Callback):
             raise ValueError(
                 "SampleGrid needs a model built by keras_mgr.wrap() (an MGRModel). "
                 f"Received: {type(self.model).__name__}")
+        if self.figure and self.directory is not None:
+            try:
+                import matplotlib  # noqa: F401
+            except ImportError as error:
+                raise ImportError(
+                    "SampleGrid(figure=True) draws with matplotlib, which is not "
+                    "installed: `pip install matplotlib`, or use figure=False (a plain "
+                    "PNG grid). Checked before training so no epoch is lost.") from error
         self._last_epoch = None
 
     def on_epoch_end(self, epoch, logs=None):

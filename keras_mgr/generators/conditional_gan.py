@@ -1,7 +1,10 @@
+import math
+
 import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_mgr import checks
 from keras_mgr.generators.conditional_generator import ConditionalGenerator
 from keras_mgr.generators.diff_augment import DiffAugment
 from keras_mgr.generators.projection_discriminator import ProjectionDiscriminator
@@ -118,8 +121,14 @@ class ConditionalGAN(keras.Model):
 
     def fit(self, x=None, *args, **kwargs):
         """`keras.Model.fit`; a `tf.data.Dataset` keeps its own order (no
-        shuffle warning: batch and shuffle it yourself)."""
-        return super().fit(x, *args, **dataset_fit_kwargs(x, kwargs))
+        shuffle warning: batch and shuffle it yourself). Inputs are checked
+        first (int class ids, batched datasets); a non-finite d_loss or g_loss
+        stops training with that step's updates skipped."""
+        checks.gan_data(x, args[0] if args else kwargs.get("y"), self.num_classes,
+                        self.image_shape)
+        kwargs = dataset_fit_kwargs(x, kwargs)
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), _StopOnNonFinite()]
+        return super().fit(x, *args, **kwargs)
 
     def compile(self, g_optimizer="auto", d_optimizer="auto", **kwargs):
         """Configure training.
@@ -172,7 +181,9 @@ class ConditionalGAN(keras.Model):
             )
             scaled = self.d_optimizer.scale_loss(d_loss)
         weights = discriminator.trainable_variables
-        self.d_optimizer.apply(tape.gradient(scaled, weights), weights)
+        d_grads = tape.gradient(scaled, weights)
+        d_ok = _finite([d_loss, *d_grads])
+        _apply_if(d_ok, self.d_optimizer, d_grads, weights)
 
         # Generator: raise the discriminator's score of fresh fakes.
         z = keras.random.normal((batch, self.latent_dim), seed=self.seed_generator)
@@ -182,14 +193,18 @@ class ConditionalGAN(keras.Model):
             g_loss = -ops.mean(logits)
             scaled = self.g_optimizer.scale_loss(g_loss)
         weights = generator.trainable_variables
-        self.g_optimizer.apply(tape.gradient(scaled, weights), weights)
+        g_grads = tape.gradient(scaled, weights)
+        ok = ops.logical_and(d_ok, _finite([g_loss, *g_grads]))
+        _apply_if(ok, self.g_optimizer, g_grads, weights)
 
-        self._update_ema()
+        ops.cond(ok, self._update_ema, lambda: None)
+        # Updated whatever the verdict: a NaN in the logs stops fit on the host.
         self.d_loss_tracker.update_state(d_loss)
         self.g_loss_tracker.update_state(g_loss)
         return {m.name: m.result() for m in self.metrics}
 
     def _update_ema(self):
+        """Moves the EMA generator towards the online one; returns nothing."""
         # BatchNorm moving statistics are averaged along with the weights.
         step = ops.cast(self.g_optimizer.iterations, "float32")
         decay = ops.minimum(self.ema_decay, (1.0 + step) / (10.0 + step))
@@ -237,3 +252,33 @@ def _get_optimizer(optimizer):
     if isinstance(optimizer, str) and optimizer == "auto":
         return keras.optimizers.Adam(learning_rate=1e-3, beta_1=0.0, beta_2=0.999)
     return keras.optimizers.get(optimizer)
+
+
+def _finite(tensors):
+    return ops.all(ops.stack([ops.all(ops.isfinite(t)) for t in tensors if t is not None]))
+
+
+def _apply_if(ok, optimizer, grads, variables):
+    """`optimizer.apply` only where `ok`: skipped on one device, zeroed
+    gradients under tf.distribute (an optimizer cannot sit in a `cond`)."""
+    if tf.distribute.get_strategy().num_replicas_in_sync == 1:
+        ops.cond(ok, lambda: optimizer.apply(grads, variables), lambda: None)
+        return
+    optimizer.apply([None if g is None else ops.where(ok, g, ops.zeros_like(g))
+                     for g in grads], variables)
+
+
+class _StopOnNonFinite(keras.callbacks.Callback):
+    """Stops `ConditionalGAN.fit` at the first non-finite d_loss / g_loss."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        for name in ("d_loss", "g_loss"):
+            value = float((logs or {}).get(name, 0.0))
+            if not math.isfinite(value):
+                step = int(self.model.g_optimizer.iterations) + 1
+                raise FloatingPointError(
+                    f"Non-finite {name} at GAN training step {step} (epoch batch "
+                    f"{batch + 1}): training stopped and this step's updates were "
+                    "skipped, so no weight took a NaN. Check the images for NaN or Inf, "
+                    "or lower the learning rates. Received: "
+                    f"{name}={value}")

@@ -17,7 +17,8 @@ class GeneratorAdapter(keras.Model):
     it). A Keras model's weights are tracked; a plain function has none.
 
     Not serializable to `.keras` (it holds an arbitrary callable): save with
-    `save_weights`, or pass `exclude_generator=True` where saving offers it.
+    `save_weights`, or pass `wrap(..., checkpoint_generator=False)` to keep the
+    generator out of the model's checkpoints (hand it to `load_model` again).
 
     Args:
         fn: callable `(z, labels) -> images`, or a `keras.Model` taking
