@@ -23,8 +23,9 @@ if keras.backend.backend() != "tensorflow":
 from keras_mgr import backbones, callbacks, datasets, generators, layers  # noqa: E402
 from keras_mgr.augment import ViewAugmentation  # noqa: E402
 from keras_mgr.finder import Finder  # noqa: E402
-from keras_mgr.mgr_model import MODES, MGRModel, load_model  # noqa: E402
+from keras_mgr.mgr_model import MODES, MGRModel  # noqa: E402
 from keras_mgr.regularizer import MGRRegularizer  # noqa: E402
+from keras_mgr.saving import load_model  # noqa: E402
 from keras_mgr.synthetic import SyntheticSampler, synthetic_dataset  # noqa: E402
 from keras_mgr.wrap import FINDER_DEFAULTS, wrap  # noqa: E402
 

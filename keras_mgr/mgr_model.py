@@ -6,11 +6,12 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_mgr import batchnorm, checks, meta, random
+from keras_mgr import batchnorm, checks, meta, numerics, random, saving
 from keras_mgr.finder import Finder
 from keras_mgr.regularizer import MGRRegularizer
 from keras_mgr.synthetic import SyntheticSampler, synthetic_dataset
 from keras_mgr.utils import dataset_fit_kwargs, full_precision
+from keras_mgr.validation_buffer import ValidationBuffer
 
 MODES = ("base", "gda", "metagda", "pcr", "mgr")
 META_GRADIENTS = ("second_order", "finite_difference", "random_drift")
@@ -139,34 +140,11 @@ class MGRModel(keras.Model):
             # ||F(z) - z|| over the synthetic batch.
             self.meta_grad_norm_tracker = _MetaStepMean(name="meta_grad_norm")
             self.latent_shift_tracker = keras.metrics.Mean(name="latent_shift")
-            # Rolling buffer of the most recent real examples: the validation
-            # batch of the lookahead is real training data other than the
-            # current batch (docs/method.md: no separate split is assumed).
-            self.meta_images = self.add_weight(
-                shape=(self.meta_batch_size,) + self.image_shape,
-                initializer="zeros", trainable=False, name="meta_images",
-            )
-            self.meta_labels = self.add_weight(
-                shape=(self.meta_batch_size,), initializer="zeros",
-                dtype="int32", trainable=False, name="meta_labels",
-            )
-            self.meta_count = self.add_weight(
-                shape=(), initializer="zeros", dtype="int32",
-                trainable=False, name="meta_count",
-            )
-            if self.meta_holdout_size:
-                # Held-out real examples (wrap's meta_validation_data): each
-                # meta step draws its validation batch from these instead.
-                self.holdout_images = self.add_weight(
-                    shape=(self.meta_holdout_size,) + self.image_shape,
-                    initializer="zeros", trainable=False, name="holdout_images",
-                )
-                self.holdout_labels = self.add_weight(
-                    shape=(self.meta_holdout_size,), initializer="zeros",
-                    dtype="int32", trainable=False, name="holdout_labels",
-                )
-                self.holdout_seed = random.seed_state(
-                    self, None if seed is None else seed + 1, name="holdout_seed")
+            # The lookahead's validation batch: recent real examples, or the
+            # held-out set of wrap's meta_validation_data.
+            self.validation = ValidationBuffer(
+                self.meta_batch_size, self.image_shape, self.meta_holdout_size,
+                seed=None if seed is None else seed + 1, name="validation_buffer")
         self.nonfinite = self.add_weight(
             shape=(), initializer="zeros", dtype="int32", trainable=False,
             name="nonfinite", aggregation="only_first_replica",
@@ -386,7 +364,7 @@ class MGRModel(keras.Model):
         """`CE(theta; x, y)` plus the backbone's own losses; `(total, aux)`."""
         _, logits, real_state, losses = self.forward(theta, state, x, training=True)
         ce = self._ce(y, logits, sample_weight)
-        total = ce + self._scale_for_replicas(ops.sum(losses)) if losses else ce
+        total = ce + numerics.per_replica(ops.sum(losses)) if losses else ce
         return total, {"ce": ce, "logits": logits, "real_state": real_state,
                        "synthetic_state": real_state}
 
@@ -400,7 +378,7 @@ class MGRModel(keras.Model):
         synthetic, synthetic_state = self.synthetic_loss(
             theta, state, images, draws, stop_gradient)
         if self.uses_pcr:
-            synthetic = self._scale_for_replicas(synthetic)
+            synthetic = numerics.per_replica(synthetic)
         aux = {"synthetic": synthetic, "synthetic_state": synthetic_state,
                "latent_shift": shift}
         return self.synthetic_weight * synthetic, aux
@@ -415,7 +393,7 @@ class MGRModel(keras.Model):
         )
         weights = ops.cast(weights, per_example.dtype)
         loss = ops.sum(per_example * weights) / ops.maximum(ops.sum(weights), 1.0)
-        return self._scale_for_replicas(loss)
+        return numerics.per_replica(loss)
 
     def meta_gradient_of(self, theta_vars, state, phi_vars, x, y, draws, x_val, y_val,
                          val_weights, sample_weight=None):
@@ -461,20 +439,21 @@ class MGRModel(keras.Model):
                 with outer.stop_recording():
                     grads = [a if b is None else (b if a is None else a + b)
                              for a, b in zip(real_grads, r_grads)]
-                    theta_look = meta.lookahead(
-                        theta, self._replica_gradient(self._unscale(grads[:n])), eta)
+                    theta_look = meta.lookahead(theta, numerics.replica_gradient(
+                        numerics.unscale(self.optimizer, grads[:n])), eta)
                     with tf.GradientTape(watch_accessed_variables=False) as tape_v:
                         tape_v.watch(theta_look)
                         loss_val = self.meta_loss(theta_look, aux["real_state"], x_val,
                                                   y_val, val_weights)
-                        scaled_val = self._finder_scale(loss_val)
+                        scaled_val = numerics.scale_like(self.optimizer, loss_val)
                     v = tape_v.gradient(scaled_val, theta_look)
-                inner_r = self._replica_gradient(self._unscale(r_grads[:n]))
+                inner_r = numerics.replica_gradient(numerics.unscale(self.optimizer, r_grads[:n]))
                 dot = ops.sum(ops.stack([
                     ops.sum(g * ops.cast(tf.stop_gradient(w), g.dtype))
                     for g, w in zip(inner_r, v) if g is not None and w is not None]))
             meta_grads = outer.gradient(dot, phi)
-            factor = -ops.cast(eta, dot.dtype) / ops.cast(self._finder_unscale(), dot.dtype)
+            factor = -ops.cast(eta, dot.dtype) / ops.cast(
+                numerics.unscale_factor(self.optimizer), dot.dtype)
             meta_grads = [ops.cast(factor, g.dtype) * g for g in meta_grads]
             aux.update(synthetic)
             return meta_grads, grads, loss_val, real + weighted, aux
@@ -488,12 +467,12 @@ class MGRModel(keras.Model):
         grads = tape.gradient(scaled, list(theta_vars) + list(extra_vars))  # loss-scaled
         theta = [tf.identity(v.value) for v in theta_vars]
         theta_look = meta.lookahead(
-            theta, self._replica_gradient(self._unscale(grads[:n])), eta)
+            theta, numerics.replica_gradient(numerics.unscale(self.optimizer, grads[:n])), eta)
         with tf.GradientTape(watch_accessed_variables=False) as tape_v:
             tape_v.watch(theta_look)
             loss_val = self.meta_loss(theta_look, aux["real_state"], x_val, y_val,
                                       val_weights)
-        v = self._replica_gradient(tape_v.gradient(loss_val, theta_look))
+        v = numerics.replica_gradient(tape_v.gradient(loss_val, theta_look))
         epsilon = meta.finite_difference_epsilon(v, self.finite_difference_epsilon)
         # One perturbed loss at a time, differentiated w.r.t. the images, then
         # one pass back through a recomputed generator: the peak memory is
@@ -505,7 +484,7 @@ class MGRModel(keras.Model):
                 tape.watch(images)
                 loss, _ = self.synthetic_loss(meta.perturb(theta, v, scale),
                                               aux["real_state"], images, draws)
-                loss = self._scale_for_replicas(loss) if self.uses_pcr else loss
+                loss = numerics.per_replica(loss) if self.uses_pcr else loss
             return tape.gradient(loss, images)
 
         # Control dependencies order the passes (a graph may otherwise run
@@ -546,7 +525,7 @@ class MGRModel(keras.Model):
 
         loss_val = meta_grads = None
         if meta_step and self.uses_finder:
-            x_val, y_val, val_weights = self._validation_batch()
+            x_val, y_val, val_weights = self.validation.batch()
             meta_grads, grads, loss_val, total, aux = self.meta_gradient_of(
                 theta_vars, state, phi_vars, x, y, draws, ops.cast(x_val, x.dtype), y_val,
                 val_weights, sample_weight)
@@ -562,8 +541,10 @@ class MGRModel(keras.Model):
 
         # A non-finite term must not reach any weight: skip this step's
         # updates and let the host stop training (`_check_finite`).
-        ok = self._record_nonfinite(aux, loss_val, grads, meta_grads or [])
-        self._apply_if(ok, self.optimizer, grads, updated)
+        ok = numerics.record_nonfinite(self.nonfinite, self.optimizer,
+                                       (aux["ce"], aux.get("synthetic")), loss_val, grads,
+                                       meta_grads or [])
+        numerics.apply_if(ok, self.optimizer, grads, updated)
         if meta_grads is not None:
             # Order the finder's all-reduce after the main optimizer's: two
             # independent collectives may run in a different order per replica.
@@ -572,22 +553,22 @@ class MGRModel(keras.Model):
             # Skipped, not failed: a loss-scale overflow, or a validation
             # buffer not yet full (its zero rows would enter BN statistics).
             meta_ok = ops.logical_and(ok, ops.logical_and(
-                _all_finite(meta_grads), self._validation_ready()))
-            self._apply_if(meta_ok, self.finder_optimizer, meta_grads, phi_vars)
-            self.meta_tracker.update_state(self._unscale_for_replicas(loss_val))
+                numerics.all_finite(meta_grads), self.validation.ready()))
+            numerics.apply_if(meta_ok, self.finder_optimizer, meta_grads, phi_vars)
+            self.meta_tracker.update_state(numerics.all_replicas(loss_val))
             self.meta_grad_norm_tracker.update_state(meta.global_norm(meta_grads))
         self._write_back_state(aux["real_state"], aux["synthetic_state"], ok)
-        if self.uses_finder and not self.meta_holdout_size:
-            self._remember(x, y, ok)
+        if self.uses_finder:
+            self.validation.remember(x, y, ok)
 
         batch = ops.shape(x)[0]
-        self._loss_tracker.update_state(self._unscale_for_replicas(total),
+        self._loss_tracker.update_state(numerics.all_replicas(total),
                                         sample_weight=batch)
-        self.ce_tracker.update_state(self._unscale_for_replicas(aux["ce"]),
+        self.ce_tracker.update_state(numerics.all_replicas(aux["ce"]),
                                      sample_weight=batch)
         if self.uses_synthetic:
             self.synthetic_tracker.update_state(
-                self._unscale_for_replicas(aux["synthetic"]))
+                numerics.all_replicas(aux["synthetic"]))
         if self.uses_finder:
             self.latent_shift_tracker.update_state(aux["latent_shift"])
         return self.compute_metrics(x, y, aux["logits"], sample_weight)
@@ -598,7 +579,7 @@ class MGRModel(keras.Model):
         logits = self(x, training=False)
         loss = self._ce(y, logits, sample_weight)
         self._loss_tracker.update_state(
-            self._unscale_for_replicas(loss), sample_weight=ops.shape(x)[0])
+            numerics.all_replicas(loss), sample_weight=ops.shape(x)[0])
         self._compile_metrics.update_state(y, logits, sample_weight)
         # Only what evaluation measures: the training-only terms would read 0.
         return {"loss": self._loss_tracker.result(), **self._compile_metrics.result()}
@@ -631,7 +612,8 @@ class MGRModel(keras.Model):
             step = self._host_step
             self._host_step += self.steps_per_execution
             logs = (fused if step % self.meta_every == 0 else plain)(iterator)
-            self._check_finite()
+            numerics.raise_if_nonfinite(self.nonfinite, self._synthetic_name,
+                                        self._host_step, self.steps_per_execution)
             return logs
 
         self.train_function = train_function
@@ -665,7 +647,7 @@ class MGRModel(keras.Model):
         elif hasattr(x, "shape") and len(x.shape):
             size = min(int(batch_size or 32), int(x.shape[0]))
         if size:
-            size = max(1, int(size) // self._replicas())
+            size = max(1, int(size) // numerics.replicas())
         if size != self._fit_batch_size:
             self._fit_batch_size = size
             self.train_function = None  # retrace with the new size
@@ -687,164 +669,12 @@ class MGRModel(keras.Model):
     def _learning_rate(self):
         return ops.cast(self.optimizer.learning_rate, keras.config.floatx())
 
-    def _loss_scale(self):
-        scale = getattr(self.optimizer, "dynamic_scale", None)
-        return 1.0 if scale is None else scale
-
-    def _unscale(self, grads):
-        scale = self._loss_scale()
-        if isinstance(scale, float):
-            return grads
-        return [None if g is None else g / ops.cast(scale, g.dtype) for g in grads]
-
-    def _finder_scale(self, loss):
-        scale = self._loss_scale()
-        return loss if isinstance(scale, float) else loss * ops.cast(scale, loss.dtype)
-
-    def _finder_unscale(self):
-        scale = self._loss_scale()
-        return 1.0 if isinstance(scale, float) else ops.cast(scale, "float32")
-
-    def _replicas(self):
-        return tf.distribute.get_strategy().num_replicas_in_sync
-
-    def _replica_gradient(self, grads):
-        """The gradient of this replica's own mean loss (undo the 1/R scaling).
-
-        Under tf.distribute the lookahead is per replica: each replica forms
-        theta' from its own batch's inner gradient, evaluates its own
-        validation batch, and the finder optimizer averages the replicas'
-        meta-gradients (its all-reduce). No collective sits inside the
-        differentiated meta step: a differentiated all-reduce there was
-        launched in a different order on each replica (a collective-ordering
-        abort on 2 CPU replicas), and it would add a synchronisation to the
-        most expensive part of the step.
-        """
-        n = self._replicas()
-        return grads if n == 1 else [
-            None if g is None else g * ops.cast(n, g.dtype) for g in grads]
-
-    def _scale_for_replicas(self, value):
-        n = self._replicas()
-        return value if n == 1 else value / n
-
-    def _unscale_for_replicas(self, value):
-        n = self._replicas()
-        return value if n == 1 else value * n
-
     def _write_back_state(self, real_state, synthetic_state, ok):
         for var, is_seed, real, synthetic in zip(
             self.backbone.non_trainable_variables, self._is_seed_state,
             real_state, synthetic_state,
         ):
             var.assign(synthetic if is_seed else ops.where(ok, real, var.value))
-
-    def _apply_if(self, ok, optimizer, grads, variables):
-        """`optimizer.apply` only where `ok`.
-
-        On one device the update is skipped entirely (`cond`). Under
-        tf.distribute an optimizer cannot sit inside a `cond` (its all-reduce
-        is a merge point), so the gradients are zeroed instead: no NaN reaches
-        a weight, though momentum may still move the weights on that step.
-        """
-        if self._replicas() == 1:
-            ops.cond(ok, lambda: optimizer.apply(grads, variables), lambda: None)
-            return
-        grads = [None if g is None else ops.where(ok, g, ops.zeros_like(g)) for g in grads]
-        optimizer.apply(grads, variables)
-
-    def _record_nonfinite(self, aux, meta_loss, grads, meta_grads):
-        """Stores which term (if any) is non-finite; returns True if all are finite.
-
-        The flag is sticky until the host reads it, so with
-        `steps_per_execution > 1` a bad step is not hidden by later ones.
-        """
-        bad = [ops.zeros(()) if t is None else ops.cast(ops.logical_not(
-            ops.all(ops.isfinite(t))), "float32") for t in (aux["ce"], aux.get("synthetic"))]
-        if meta_loss is None:
-            bad.append(ops.zeros(()))
-        elif self._loss_scaled():
-            # An overflowing loss-scaled inner gradient makes theta' infinite:
-            # the LossScaleOptimizer skips the step, the finder skips it too.
-            bad.append(ops.cast(ops.logical_and(
-                ops.logical_not(ops.all(ops.isfinite(meta_loss))),
-                _all_finite(grads)), "float32"))
-        else:
-            bad.append(ops.cast(ops.logical_not(ops.all(ops.isfinite(meta_loss))), "float32"))
-        # With loss scaling an overflowing gradient is routine: the optimizer skips it.
-        bad.append(ops.zeros(()) if self._loss_scaled() else ops.cast(
-            ops.logical_not(_all_finite(grads + meta_grads)), "float32"))
-        bad = ops.stack(bad)
-        replica = tf.distribute.get_replica_context()
-        if replica is not None and self._replicas() > 1:
-            # Reduced in a merge_call: collectives launched from the replica
-            # threads were ordered differently per replica (an abort).
-            bad = replica.merge_call(
-                lambda strategy, value: strategy.extended.reduce_to(
-                    tf.distribute.ReduceOp.SUM, value, value),
-                args=(bad,))
-        # 0 if all finite, else 1 + the index of the first bad term.
-        code = ops.where(ops.any(bad > 0), ops.cast(ops.argmax(bad > 0), "int32") + 1, 0)
-        code = ops.where(self.nonfinite.value > 0, self.nonfinite.value, code)
-        self.nonfinite.assign(code)
-        return ops.equal(code, 0)
-
-    def _check_finite(self):
-        """Raises on the host if the last step found a non-finite term."""
-        code = int(self.nonfinite.numpy())
-        if code:
-            term = ["ce_loss", self._synthetic_name, "meta_loss", "gradient"][code - 1]
-            step = self._host_step  # 1-based index of the step (block) that failed
-            if self.steps_per_execution > 1:
-                step = f"{step - self.steps_per_execution + 1}..{step}"
-            self.nonfinite.assign(0)
-            hint = (" An out-of-range label gives a NaN ce_loss on GPU."
-                    if term == "ce_loss" else "")
-            raise FloatingPointError(
-                f"Non-finite {term} at training step {step}: training stopped and "
-                f"this step's updates were skipped, so no weight took a NaN "
-                f"(under tf.distribute: zeroed, momentum may still move weights).{hint} "
-                "Lower the learning rate or pcr_weight, or check the data."
-            )
-
-    def _loss_scaled(self):
-        return hasattr(self.optimizer, "dynamic_scale")
-
-    def _validation_batch(self):
-        """`(images, labels, weights)` of the lookahead's validation loss.
-
-        The rolling buffer of recent real batches (rows not yet filled weigh
-        0), or `meta_batch_size` held-out examples drawn without replacement.
-        """
-        if not self.meta_holdout_size:
-            weights = ops.cast(ops.arange(self.meta_batch_size, dtype="int32")
-                               < self.meta_count.value, "float32")
-            return self.meta_images.value, self.meta_labels.value, weights
-        images, labels = self.holdout_images.value, self.holdout_labels.value
-        if self.meta_holdout_size > self.meta_batch_size:
-            u = random.uniform((self.meta_holdout_size,), random.next_seed(self.holdout_seed))
-            index = tf.math.top_k(u, self.meta_batch_size).indices
-            images, labels = ops.take(images, index, axis=0), ops.take(labels, index)
-        return images, labels, ops.ones((ops.shape(labels)[0],), "float32")
-
-    def _validation_ready(self):
-        if self.meta_holdout_size:
-            return ops.array(True)
-        return self.meta_count.value >= self.meta_batch_size
-
-    def _remember(self, x, y, ok):
-        """Pushes the batch into the validation buffer (newest first), only
-        when the step was accepted: a rejected batch may hold the NaN."""
-        cap = self.meta_batch_size
-        images = ops.concatenate([ops.cast(x, self.meta_images.dtype),
-                                  self.meta_images.value], axis=0)[:cap]
-        labels = ops.concatenate([y, self.meta_labels.value], axis=0)[:cap]
-        count = ops.minimum(self.meta_count + ops.shape(x)[0], cap)
-        self.meta_images.assign(ops.where(
-            ok, ops.reshape(images, self.meta_images.shape), self.meta_images.value))
-        self.meta_labels.assign(ops.where(ok, ops.reshape(labels, (cap,)),
-                                          self.meta_labels.value))
-        self.meta_count.assign(ops.where(ok, count, self.meta_count.value))
 
     # Serialization ------------------------------------------------------
     def get_config(self):
@@ -898,40 +728,14 @@ class MGRModel(keras.Model):
         for key in ("backbone", "head", "generator", "finder", "regularizer"):
             if config[key] is not None:
                 config[key] = keras.saving.deserialize_keras_object(config[key])
-        if _GENERATOR_OVERRIDE:
-            config["generator"] = _GENERATOR_OVERRIDE[-1]
+        if saving.generator_override() is not None:
+            config["generator"] = saving.generator_override()
         if config["generator"] is None:
             raise ValueError(
                 "This model was saved without its generator (checkpoint_generator="
                 "False). Load it with keras_mgr.load_model(path, generator=generator).")
         config["generator"].trainable = False
         return cls(**config)
-
-
-_GENERATOR_OVERRIDE = []
-
-
-def load_model(filepath, generator=None, **kwargs):
-    """`keras.models.load_model`, optionally supplying the frozen generator.
-
-    Needed for models wrapped with `checkpoint_generator=False`, whose
-    checkpoints leave the (usually large, already saved) generator out.
-
-    Example:
-
-    ```python
-    model = keras_mgr.wrap(backbone, generator, checkpoint_generator=False)
-    model.save("m.keras")
-    model = keras_mgr.load_model("m.keras", generator=generator)
-    ```
-    """
-    if generator is not None:
-        _GENERATOR_OVERRIDE.append(generator)
-    try:
-        return keras.models.load_model(filepath, **kwargs)
-    finally:
-        if generator is not None:
-            _GENERATOR_OVERRIDE.pop()
 
 
 class _MetaStepMean(keras.metrics.Mean):
@@ -977,7 +781,3 @@ class _substitute:
     def __exit__(self, *exc):
         if self.scope is not None:
             self.scope.__exit__(*exc)
-
-
-def _all_finite(tensors):
-    return ops.all(ops.stack([ops.all(ops.isfinite(t)) for t in tensors if t is not None]))

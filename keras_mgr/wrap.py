@@ -216,8 +216,8 @@ def wrap(
         checkpoint_generator=checkpoint_generator, seed=seed, name=name,
     )
     if holdout is not None:
-        model.holdout_images.assign(holdout[0])
-        model.holdout_labels.assign(holdout[1])
+        model.validation.holdout_images.assign(holdout[0])
+        model.validation.holdout_labels.assign(holdout[1])
     return model
 
 

@@ -82,7 +82,7 @@ def test_nonfinite_meta_loss_stops_before_the_finder_moves():
     before = [v.numpy() for v in model.weights]
     # The lookahead's validation batch (the previous real batch) turns NaN: the
     # current batch's ce_loss and pcr_loss stay finite, only meta_loss is not.
-    model.meta_images.assign(np.full(model.meta_images.shape, np.nan, "float32"))
+    model.validation.images.assign(np.full(model.validation.images.shape, np.nan, "float32"))
     with pytest.raises(FloatingPointError, match="Non-finite meta_loss at training step 3"):
         model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     trainable = {v.path for v in model.trainable_weights}
@@ -102,13 +102,14 @@ def test_rejected_batch_never_enters_the_validation_buffer():
     model.compile()
     x, y = tiny.data(8)
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
-    buffer = model.meta_images.numpy(), model.meta_labels.numpy(), int(model.meta_count)
+    held = model.validation
+    buffer = held.images.numpy(), held.labels.numpy(), int(held.count)
     bad = x.copy()
     bad[2, 0, 0, 0] = np.nan
     with pytest.raises(FloatingPointError, match="Non-finite ce_loss at training step 2"):
         model.fit(bad, (y + 1) % 3, batch_size=8, epochs=1, verbose=0)
-    np.testing.assert_array_equal(model.meta_images.numpy(), buffer[0])
-    np.testing.assert_array_equal(model.meta_labels.numpy(), buffer[1])
-    assert int(model.meta_count) == buffer[2]
+    np.testing.assert_array_equal(model.validation.images.numpy(), buffer[0])
+    np.testing.assert_array_equal(model.validation.labels.numpy(), buffer[1])
+    assert int(model.validation.count) == buffer[2]
     model.fit(x, y, batch_size=8, epochs=2, verbose=0)  # no "Non-finite meta_loss"
-    assert np.all(np.isfinite(model.meta_images.numpy()))
+    assert np.all(np.isfinite(model.validation.images.numpy()))

@@ -62,7 +62,7 @@ def test_max_shift_is_saved_and_checked(tmp_path):
 def test_holdout_smaller_than_meta_batch_is_used_whole():
     x_val, y_val = tiny.data(5, seed=3)
     model = build(meta_validation_data=(x_val, y_val))
-    images, labels, weights = model._validation_batch()
+    images, labels, weights = model.validation.batch()
     np.testing.assert_array_equal(images.numpy(), x_val)
     np.testing.assert_array_equal(labels.numpy(), y_val)
     np.testing.assert_array_equal(weights.numpy(), np.ones(5))
@@ -74,7 +74,7 @@ def test_holdout_larger_than_meta_batch_is_sampled_without_replacement():
     model = build(meta_validation_data=(x_val, np.eye(3)[y_val]))  # one-hot accepted
     seen = set()
     for _ in range(5):
-        images, labels, _ = model._validation_batch()
+        images, labels, _ = model.validation.batch()
         rows = [int(np.argmin(np.abs(x_val.reshape(30, -1) - i.reshape(1, -1)).sum(1)))
                 for i in images.numpy()]
         assert len(rows) == 8 and len(set(rows)) == 8
@@ -92,7 +92,7 @@ def test_holdout_feeds_the_meta_step_from_the_first_step():
     # The finder steps at step 1 already (no buffer to fill), and the
     # buffer of training batches stays empty.
     assert model.finder_optimizer.iterations.numpy() == 1
-    assert model.meta_count.numpy() == 0
+    assert model.validation.count.numpy() == 0
     # Its step is the one the meta-gradient on the held-out batch gives.
     state = [v.value for v in reference.backbone.non_trainable_variables]
     phi = reference.finder.trainable_variables
@@ -111,8 +111,8 @@ def test_holdout_is_saved_with_the_weights(tmp_path):
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert loaded.meta_holdout_size == 5
-    np.testing.assert_array_equal(loaded.holdout_images.numpy(), x_val)
-    np.testing.assert_array_equal(loaded.holdout_labels.numpy(), y_val)
+    np.testing.assert_array_equal(loaded.validation.holdout_images.numpy(), x_val)
+    np.testing.assert_array_equal(loaded.validation.holdout_labels.numpy(), y_val)
 
 
 @pytest.mark.parametrize("kwargs, data, message", [

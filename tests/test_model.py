@@ -78,7 +78,7 @@ def test_meta_step_is_fused_and_leaves_bn_to_real_batch():
     x_val, y_val = tiny.data(8, seed=1)
     meta_model, plain_model = build("mgr", norm="keras"), build("mgr", norm="keras")
     for model in (meta_model, plain_model):
-        model._remember(x_val, y_val, True)  # the validation buffer
+        model.validation.remember(x_val, y_val, True)  # the validation buffer
     backbone = meta_model.backbone
     _, expected_state = backbone.stateless_call(
         backbone.trainable_variables, backbone.non_trainable_variables, x, training=True)

@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_mgr import checks
+from keras_mgr import checks, numerics
 from keras_mgr.generators.conditional_generator import ConditionalGenerator
 from keras_mgr.generators.diff_augment import DiffAugment
 from keras_mgr.generators.projection_discriminator import ProjectionDiscriminator
@@ -182,8 +182,8 @@ class ConditionalGAN(keras.Model):
             scaled = self.d_optimizer.scale_loss(d_loss)
         weights = discriminator.trainable_variables
         d_grads = tape.gradient(scaled, weights)
-        d_ok = _finite([d_loss, *d_grads])
-        _apply_if(d_ok, self.d_optimizer, d_grads, weights)
+        d_ok = numerics.all_finite([d_loss, *d_grads])
+        numerics.apply_if(d_ok, self.d_optimizer, d_grads, weights)
 
         # Generator: raise the discriminator's score of fresh fakes.
         z = keras.random.normal((batch, self.latent_dim), seed=self.seed_generator)
@@ -194,8 +194,8 @@ class ConditionalGAN(keras.Model):
             scaled = self.g_optimizer.scale_loss(g_loss)
         weights = generator.trainable_variables
         g_grads = tape.gradient(scaled, weights)
-        ok = ops.logical_and(d_ok, _finite([g_loss, *g_grads]))
-        _apply_if(ok, self.g_optimizer, g_grads, weights)
+        ok = ops.logical_and(d_ok, numerics.all_finite([g_loss, *g_grads]))
+        numerics.apply_if(ok, self.g_optimizer, g_grads, weights)
 
         ops.cond(ok, self._update_ema, lambda: None)
         # Updated whatever the verdict: a NaN in the logs stops fit on the host.
@@ -252,20 +252,6 @@ def _get_optimizer(optimizer):
     if isinstance(optimizer, str) and optimizer == "auto":
         return keras.optimizers.Adam(learning_rate=1e-3, beta_1=0.0, beta_2=0.999)
     return keras.optimizers.get(optimizer)
-
-
-def _finite(tensors):
-    return ops.all(ops.stack([ops.all(ops.isfinite(t)) for t in tensors if t is not None]))
-
-
-def _apply_if(ok, optimizer, grads, variables):
-    """`optimizer.apply` only where `ok`: skipped on one device, zeroed
-    gradients under tf.distribute (an optimizer cannot sit in a `cond`)."""
-    if tf.distribute.get_strategy().num_replicas_in_sync == 1:
-        ops.cond(ok, lambda: optimizer.apply(grads, variables), lambda: None)
-        return
-    optimizer.apply([None if g is None else ops.where(ok, g, ops.zeros_like(g))
-                     for g in grads], variables)
 
 
 class _StopOnNonFinite(keras.callbacks.Callback):

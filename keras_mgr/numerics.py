@@ -1,0 +1,152 @@
+"""The numerics around a training step: loss scaling, replicas, non-finite terms.
+
+Pure functions of the optimizer and tensors they are given, shared by
+`MGRModel` and `ConditionalGAN`.
+"""
+
+import tensorflow as tf
+from keras import ops
+
+# The terms `record_nonfinite` checks, in the order of its codes (1, 2, ...).
+TERMS = ("ce_loss", "synthetic", "meta_loss", "gradient")
+
+
+def replicas():
+    """Number of replicas of the current `tf.distribute` strategy (1 without)."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def loss_scaled(optimizer):
+    """Whether `optimizer` is a `LossScaleOptimizer` (mixed precision)."""
+    return hasattr(optimizer, "dynamic_scale")
+
+
+def loss_scale(optimizer):
+    """The optimizer's dynamic loss scale, or the float 1.0 without one."""
+    scale = getattr(optimizer, "dynamic_scale", None)
+    return 1.0 if scale is None else scale
+
+
+def unscale(optimizer, grads):
+    """`grads / loss_scale` (a no-op without loss scaling)."""
+    scale = loss_scale(optimizer)
+    if isinstance(scale, float):
+        return grads
+    return [None if g is None else g / ops.cast(scale, g.dtype) for g in grads]
+
+
+def scale_like(optimizer, loss):
+    """`loss * loss_scale`: the finder's loss scaled as the classifier's is."""
+    scale = loss_scale(optimizer)
+    return loss if isinstance(scale, float) else loss * ops.cast(scale, loss.dtype)
+
+
+def unscale_factor(optimizer):
+    """The factor undoing `scale_like` (1.0 without loss scaling)."""
+    scale = loss_scale(optimizer)
+    return 1.0 if isinstance(scale, float) else ops.cast(scale, "float32")
+
+
+def replica_gradient(grads):
+    """The gradient of this replica's own mean loss (undo the 1/R scaling).
+
+    Under tf.distribute the lookahead is per replica: each replica forms
+    theta' from its own batch's inner gradient, evaluates its own validation
+    batch, and the finder optimizer averages the replicas' meta-gradients
+    (its all-reduce). No collective sits inside the differentiated meta step:
+    a differentiated all-reduce there was launched in a different order on
+    each replica (a collective-ordering abort on 2 CPU replicas), and it would
+    add a synchronisation to the most expensive part of the step.
+    """
+    n = replicas()
+    return grads if n == 1 else [None if g is None else g * ops.cast(n, g.dtype)
+                                 for g in grads]
+
+
+def per_replica(value):
+    """`value / R`: a loss that Keras will sum over the R replicas."""
+    n = replicas()
+    return value if n == 1 else value / n
+
+
+def all_replicas(value):
+    """`value * R`: undoes `per_replica` (for logging)."""
+    n = replicas()
+    return value if n == 1 else value * n
+
+
+def all_finite(tensors):
+    """True if every element of every (non-None) tensor is finite."""
+    return ops.all(ops.stack([ops.all(ops.isfinite(t)) for t in tensors if t is not None]))
+
+
+def apply_if(ok, optimizer, grads, variables):
+    """`optimizer.apply` only where `ok`.
+
+    On one device the update is skipped entirely (`cond`). Under
+    tf.distribute an optimizer cannot sit inside a `cond` (its all-reduce is
+    a merge point), so the gradients are zeroed instead: no NaN reaches a
+    weight, though momentum may still move the weights on that step.
+    """
+    if replicas() == 1:
+        ops.cond(ok, lambda: optimizer.apply(grads, variables), lambda: None)
+        return
+    grads = [None if g is None else ops.where(ok, g, ops.zeros_like(g)) for g in grads]
+    optimizer.apply(grads, variables)
+
+
+def record_nonfinite(flag, optimizer, terms, meta_loss, grads, meta_grads):
+    """Stores in `flag` which term (if any) is non-finite; returns True if all are.
+
+    `terms`: `(ce, synthetic)` (synthetic may be None). The code stored is 0
+    if all are finite, else 1 + the index in `TERMS` of the first bad one.
+    The flag is sticky until the host reads it (`raise_if_nonfinite`), so
+    with `steps_per_execution > 1` a bad step is not hidden by later ones.
+    """
+    scaled = loss_scaled(optimizer)
+    bad = [ops.zeros(()) if t is None else ops.cast(ops.logical_not(
+        ops.all(ops.isfinite(t))), "float32") for t in terms]
+    if meta_loss is None:
+        bad.append(ops.zeros(()))
+    elif scaled:
+        # An overflowing loss-scaled inner gradient makes theta' infinite:
+        # the LossScaleOptimizer skips the step, the finder skips it too.
+        bad.append(ops.cast(ops.logical_and(
+            ops.logical_not(ops.all(ops.isfinite(meta_loss))), all_finite(grads)), "float32"))
+    else:
+        bad.append(ops.cast(ops.logical_not(ops.all(ops.isfinite(meta_loss))), "float32"))
+    # With loss scaling an overflowing gradient is routine: the optimizer skips it.
+    bad.append(ops.zeros(()) if scaled else ops.cast(
+        ops.logical_not(all_finite(grads + meta_grads)), "float32"))
+    bad = ops.stack(bad)
+    replica = tf.distribute.get_replica_context()
+    if replica is not None and replicas() > 1:
+        # Reduced in a merge_call: collectives launched from the replica
+        # threads were ordered differently per replica (an abort).
+        bad = replica.merge_call(
+            lambda strategy, value: strategy.extended.reduce_to(
+                tf.distribute.ReduceOp.SUM, value, value),
+            args=(bad,))
+    code = ops.where(ops.any(bad > 0), ops.cast(ops.argmax(bad > 0), "int32") + 1, 0)
+    code = ops.where(flag.value > 0, flag.value, code)
+    flag.assign(code)
+    return ops.equal(code, 0)
+
+
+def raise_if_nonfinite(flag, synthetic_name, step, steps_per_execution=1):
+    """On the host: raises `FloatingPointError` naming the term `flag` holds
+    (and resets it); `step` is the 1-based index of the last step run."""
+    code = int(flag.numpy())
+    if not code:
+        return
+    term = TERMS[code - 1] if code != 2 else synthetic_name
+    if steps_per_execution > 1:
+        step = f"{step - steps_per_execution + 1}..{step}"
+    flag.assign(0)
+    hint = " An out-of-range label gives a NaN ce_loss on GPU." if term == "ce_loss" else ""
+    raise FloatingPointError(
+        f"Non-finite {term} at training step {step}: training stopped and "
+        f"this step's updates were skipped, so no weight took a NaN "
+        f"(under tf.distribute: zeroed, momentum may still move weights).{hint} "
+        "Lower the learning rate or pcr_weight, or check the data."
+    )
