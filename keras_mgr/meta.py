@@ -12,7 +12,7 @@ Only R (PCR, or the synthetic cross-entropy of metagda) depends on phi, so
     v = grad_theta' CE_val(theta').
 
 "second_order" differentiates through the inner gradient with nested tapes
-(`MGRModel`); "finite_difference" replaces the mixed second derivative by a
+(`second_order` below); "finite_difference" replaces the mixed second derivative by a
 central difference along v (DARTS, Liu et al. 2019, Eq. (8)):
 
     (d^2 R / d phi d theta)^T v
@@ -22,7 +22,11 @@ A first-order approximation that drops the second derivative gives the finder a
 zero gradient, so it is not offered.
 """
 
+import keras
+import tensorflow as tf
 from keras import ops
+
+from keras_mgr import numerics
 
 
 def lookahead(weights, gradients, learning_rate):
@@ -60,3 +64,154 @@ def perturb(weights, direction, scale):
 def finite_difference_epsilon(direction, epsilon):
     """DARTS step size: `epsilon / ||direction||` (0.01 / ||v|| in the paper)."""
     return epsilon / (global_norm(direction) + 1e-12)
+
+
+def second_order(theta_vars, extra_vars, phi_vars, real_loss, regularization, meta_loss,
+                 optimizer, learning_rate):
+    """The exact meta-gradient, with nested tapes; the fused step's inner gradient.
+
+    Args:
+        theta_vars: classifier variables (backbone, head).
+        extra_vars: the regularizer's variables (SimSiam heads; may be empty),
+            updated by the real step too.
+        phi_vars: finder variables.
+        real_loss: `fn(theta) -> (loss, aux)`, the real batch's CE; `aux`
+            holds `"real_state"` (BatchNorm statistics after the real batch).
+        regularization: `fn(theta, real_state, phi, stop_gradient) ->
+            (weighted, parts)`, `lambda * R(theta; phi)`; `stop_gradient`
+            stops the inner derivative only.
+        meta_loss: `fn(theta, real_state) -> loss`, CE on the validation batch.
+        optimizer: the classifier optimizer (loss scaling).
+        learning_rate: eta of the lookahead.
+
+    Returns:
+        `(meta_grads, inner_grads, meta_loss, total, aux)`; `inner_grads` is
+        loss-scaled (over theta_vars then extra_vars).
+    """
+    n = len(theta_vars)
+    # grad_phi CE_val(theta'(phi)) = -eta * d/dphi <grad_theta R(theta; phi), v>,
+    # v = grad CE_val(theta') held constant: only R depends on phi, so only R's
+    # forward and inner backward are taped for the second-order pass; the real
+    # batch and the validation pass are first order.
+    phi = [v.value for v in phi_vars]
+    theta = [v.value for v in theta_vars]
+    with tf.GradientTape() as tape:
+        real, aux = real_loss(theta)
+        scaled = optimizer.scale_loss(real)
+    real_grads = tape.gradient(scaled, list(theta_vars) + list(extra_vars))
+    with tf.GradientTape(watch_accessed_variables=False) as outer:
+        outer.watch(phi)
+        with tf.GradientTape(watch_accessed_variables=False) as inner:
+            theta = [tf.identity(t) for t in theta]
+            extra = [tf.identity(v.value) for v in extra_vars]
+            inner.watch(theta + extra)
+
+            def inner_stop(t):
+                # Stop the inner derivative only: the outer tape still sees
+                # how the SimSiam target depends on phi.
+                with inner.stop_recording():
+                    return tf.identity(t)
+
+            with _substitute(extra_vars, extra):
+                weighted, parts = regularization(theta, aux["real_state"], phi, inner_stop)
+            scaled_r = optimizer.scale_loss(weighted)
+        r_grads = inner.gradient(scaled_r, theta + extra)  # loss-scaled
+        with outer.stop_recording():
+            grads = [a if b is None else (b if a is None else a + b)
+                     for a, b in zip(real_grads, r_grads)]
+            theta_look = lookahead(theta, numerics.replica_gradient(
+                numerics.unscale(optimizer, grads[:n])), learning_rate)
+            with tf.GradientTape(watch_accessed_variables=False) as tape_v:
+                tape_v.watch(theta_look)
+                loss_val = meta_loss(theta_look, aux["real_state"])
+                scaled_val = numerics.scale_like(optimizer, loss_val)
+            v = tape_v.gradient(scaled_val, theta_look)
+        inner_r = numerics.replica_gradient(numerics.unscale(optimizer, r_grads[:n]))
+        dot = ops.sum(ops.stack([
+            ops.sum(g * ops.cast(tf.stop_gradient(w), g.dtype))
+            for g, w in zip(inner_r, v) if g is not None and w is not None]))
+    meta_grads = outer.gradient(dot, phi)
+    factor = -ops.cast(learning_rate, dot.dtype) / ops.cast(
+        numerics.unscale_factor(optimizer), dot.dtype)
+    meta_grads = [ops.cast(factor, g.dtype) * g for g in meta_grads]
+    aux.update(parts)
+    return meta_grads, grads, loss_val, real + weighted, aux
+
+
+def finite_difference(theta_vars, extra_vars, phi_vars, train_loss, meta_loss, synthesize,
+                      synthetic_loss, optimizer, learning_rate, epsilon, weight):
+    """The DARTS meta-gradient: a central difference along v, first order only.
+
+    Args:
+        theta_vars, extra_vars, phi_vars, meta_loss, optimizer, learning_rate:
+            as in `second_order`.
+        train_loss: `fn(theta, phi) -> (total, aux)`, the step's whole loss.
+        synthesize: `fn(phi) -> images` (the generator behind the finder).
+        synthetic_loss: `fn(theta, real_state, images) -> loss`, R of fixed
+            images (unweighted; replica-scaled where the step scales it).
+        epsilon: DARTS step `epsilon / ||v||`.
+        weight: lambda, R's weight.
+
+    Returns:
+        As `second_order`.
+    """
+    n = len(theta_vars)
+    phi = [v.value for v in phi_vars]
+    with tf.GradientTape() as tape:
+        total, aux = train_loss([v.value for v in theta_vars], phi)
+        scaled = optimizer.scale_loss(total)
+    grads = tape.gradient(scaled, list(theta_vars) + list(extra_vars))  # loss-scaled
+    theta = [tf.identity(v.value) for v in theta_vars]
+    theta_look = lookahead(
+        theta, numerics.replica_gradient(numerics.unscale(optimizer, grads[:n])),
+        learning_rate)
+    with tf.GradientTape(watch_accessed_variables=False) as tape_v:
+        tape_v.watch(theta_look)
+        loss_val = meta_loss(theta_look, aux["real_state"])
+    v = numerics.replica_gradient(tape_v.gradient(loss_val, theta_look))
+    step = finite_difference_epsilon(v, epsilon)
+    # One perturbed loss at a time, differentiated w.r.t. the images, then one
+    # pass back through a recomputed generator: the peak memory is that of a
+    # single PCR step, not of both perturbed passes at once.
+    images = tf.stop_gradient(synthesize(phi))
+
+    def image_gradient(scale):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(images)
+            loss = synthetic_loss(perturb(theta, v, scale), aux["real_state"], images)
+        return tape.gradient(loss, images)
+
+    # Control dependencies order the passes (a graph may otherwise run
+    # independent branches at the same time).
+    plus = image_gradient(step)
+    with tf.control_dependencies([plus]):
+        cotangent = plus - image_gradient(-step)
+    with tf.control_dependencies([cotangent]), tf.GradientTape(
+            watch_accessed_variables=False) as tape_phi:
+        tape_phi.watch(phi)
+        regenerated = synthesize(phi)
+    d_phi = tape_phi.gradient(regenerated, phi,
+                              output_gradients=ops.cast(cotangent, regenerated.dtype))
+    factor = -ops.cast(learning_rate, "float32") * weight / (2.0 * step)
+    meta_grads = [ops.cast(factor, g.dtype) * g for g in d_phi]
+    return meta_grads, grads, loss_val, total, aux
+
+
+class _substitute:
+    """Within the block, reads of `variables` return `values` (SimSiam heads).
+
+    The inner gradient of the fused meta step must cover the SimSiam heads too
+    (it is reused for the real update), so they are read as watched tensors.
+    """
+
+    def __init__(self, variables, values):
+        self.scope = keras.StatelessScope(
+            state_mapping=list(zip(variables, values))) if variables else None
+
+    def __enter__(self):
+        if self.scope is not None:
+            self.scope.__enter__()
+
+    def __exit__(self, *exc):
+        if self.scope is not None:
+            self.scope.__exit__(*exc)

@@ -402,105 +402,32 @@ class MGRModel(keras.Model):
         Returns `(meta_grads, inner_grads, meta_loss, total, aux)`;
         `inner_grads` covers `theta_vars` then the regularizer's variables and
         is reused for the real update (the fused step); under mixed precision
-        it is still loss-scaled, as the `LossScaleOptimizer` expects.
+        it is still loss-scaled, as the `LossScaleOptimizer` expects. The
+        algorithms are `meta.second_order` and `meta.finite_difference`.
         """
         extra_vars = self.regularizer.trainable_variables
         eta = self._learning_rate()
-        n = len(theta_vars)
-        if self.meta_gradient != "finite_difference":  # second_order, random_drift
-            # grad_phi CE_val(theta'(phi)) = -eta * d/dphi <grad_theta R(theta; phi), v>,
-            # v = grad CE_val(theta') held constant: only R depends on phi, so
-            # only R's forward and inner backward are taped for the second-order
-            # pass; the real batch and the validation pass are first order.
-            phi = [v.value for v in phi_vars]
-            theta = [v.value for v in theta_vars]
-            with tf.GradientTape() as tape:
-                real, aux = self.real_loss(theta, state, x, y, sample_weight)
-                scaled = self.optimizer.scale_loss(real)
-            real_grads = tape.gradient(scaled, list(theta_vars) + list(extra_vars))
-            with tf.GradientTape(watch_accessed_variables=False) as outer:
-                outer.watch(phi)
-                with tf.GradientTape(watch_accessed_variables=False) as inner:
-                    theta = [tf.identity(t) for t in theta]
-                    extra = [tf.identity(v.value) for v in extra_vars]
-                    inner.watch(theta + extra)
 
-                    def inner_stop(t):
-                        # Stop the inner derivative only: the outer tape still
-                        # sees how the SimSiam target depends on phi.
-                        with inner.stop_recording():
-                            return tf.identity(t)
+        def meta_loss(theta, real_state):
+            return self.meta_loss(theta, real_state, x_val, y_val, val_weights)
 
-                    with _substitute(extra_vars, extra):
-                        weighted, synthetic = self.regularization(
-                            theta, aux["real_state"], phi, draws, stop_gradient=inner_stop)
-                    scaled_r = self.optimizer.scale_loss(weighted)
-                r_grads = inner.gradient(scaled_r, theta + extra)  # loss-scaled
-                with outer.stop_recording():
-                    grads = [a if b is None else (b if a is None else a + b)
-                             for a, b in zip(real_grads, r_grads)]
-                    theta_look = meta.lookahead(theta, numerics.replica_gradient(
-                        numerics.unscale(self.optimizer, grads[:n])), eta)
-                    with tf.GradientTape(watch_accessed_variables=False) as tape_v:
-                        tape_v.watch(theta_look)
-                        loss_val = self.meta_loss(theta_look, aux["real_state"], x_val,
-                                                  y_val, val_weights)
-                        scaled_val = numerics.scale_like(self.optimizer, loss_val)
-                    v = tape_v.gradient(scaled_val, theta_look)
-                inner_r = numerics.replica_gradient(numerics.unscale(self.optimizer, r_grads[:n]))
-                dot = ops.sum(ops.stack([
-                    ops.sum(g * ops.cast(tf.stop_gradient(w), g.dtype))
-                    for g, w in zip(inner_r, v) if g is not None and w is not None]))
-            meta_grads = outer.gradient(dot, phi)
-            factor = -ops.cast(eta, dot.dtype) / ops.cast(
-                numerics.unscale_factor(self.optimizer), dot.dtype)
-            meta_grads = [ops.cast(factor, g.dtype) * g for g in meta_grads]
-            aux.update(synthetic)
-            return meta_grads, grads, loss_val, real + weighted, aux
+        if self.meta_gradient == "finite_difference":
+            def synthetic_loss(theta, real_state, images):
+                loss, _ = self.synthetic_loss(theta, real_state, images, draws)
+                return numerics.per_replica(loss) if self.uses_pcr else loss
 
-        # finite_difference: first-order inner gradient, then DARTS.
-        phi = [v.value for v in phi_vars]
-        with tf.GradientTape() as tape:
-            total, aux = self.train_loss([v.value for v in theta_vars], state, phi, x, y,
-                                         draws, sample_weight)
-            scaled = self.optimizer.scale_loss(total)
-        grads = tape.gradient(scaled, list(theta_vars) + list(extra_vars))  # loss-scaled
-        theta = [tf.identity(v.value) for v in theta_vars]
-        theta_look = meta.lookahead(
-            theta, numerics.replica_gradient(numerics.unscale(self.optimizer, grads[:n])), eta)
-        with tf.GradientTape(watch_accessed_variables=False) as tape_v:
-            tape_v.watch(theta_look)
-            loss_val = self.meta_loss(theta_look, aux["real_state"], x_val, y_val,
-                                      val_weights)
-        v = numerics.replica_gradient(tape_v.gradient(loss_val, theta_look))
-        epsilon = meta.finite_difference_epsilon(v, self.finite_difference_epsilon)
-        # One perturbed loss at a time, differentiated w.r.t. the images, then
-        # one pass back through a recomputed generator: the peak memory is
-        # that of a single PCR step, not of both perturbed passes at once.
-        images = tf.stop_gradient(self.synthesize(phi, draws))
-
-        def image_gradient(scale):
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(images)
-                loss, _ = self.synthetic_loss(meta.perturb(theta, v, scale),
-                                              aux["real_state"], images, draws)
-                loss = numerics.per_replica(loss) if self.uses_pcr else loss
-            return tape.gradient(loss, images)
-
-        # Control dependencies order the passes (a graph may otherwise run
-        # independent branches at the same time).
-        plus = image_gradient(epsilon)
-        with tf.control_dependencies([plus]):
-            cotangent = plus - image_gradient(-epsilon)
-        with tf.control_dependencies([cotangent]), tf.GradientTape(
-                watch_accessed_variables=False) as tape_phi:
-            tape_phi.watch(phi)
-            regenerated = self.synthesize(phi, draws)
-        d_phi = tape_phi.gradient(regenerated, phi,
-                                  output_gradients=ops.cast(cotangent, regenerated.dtype))
-        factor = -ops.cast(eta, "float32") * self.synthetic_weight / (2.0 * epsilon)
-        meta_grads = [ops.cast(factor, g.dtype) * g for g in d_phi]
-        return meta_grads, grads, loss_val, total, aux
+            return meta.finite_difference(
+                theta_vars, extra_vars, phi_vars,
+                lambda theta, phi: self.train_loss(theta, state, phi, x, y, draws,
+                                                   sample_weight),
+                meta_loss, lambda phi: self.synthesize(phi, draws), synthetic_loss,
+                self.optimizer, eta, self.finite_difference_epsilon, self.synthetic_weight)
+        return meta.second_order(  # second_order, random_drift
+            theta_vars, extra_vars, phi_vars,
+            lambda theta: self.real_loss(theta, state, x, y, sample_weight),
+            lambda theta, real_state, phi, stop: self.regularization(
+                theta, real_state, phi, draws, stop_gradient=stop),
+            meta_loss, self.optimizer, eta)
 
     # Training step -------------------------------------------------------
     def train_step(self, data):
@@ -761,23 +688,3 @@ class _Untracked:
 
     def __init__(self, value):
         self.value = value
-
-
-class _substitute:
-    """Within the block, reads of `variables` return `values` (SimSiam heads).
-
-    The inner gradient of the fused meta step must cover the SimSiam heads too
-    (it is reused for the real update), so they are read as watched tensors.
-    """
-
-    def __init__(self, variables, values):
-        self.scope = keras.StatelessScope(
-            state_mapping=list(zip(variables, values))) if variables else None
-
-    def __enter__(self):
-        if self.scope is not None:
-            self.scope.__enter__()
-
-    def __exit__(self, *exc):
-        if self.scope is not None:
-            self.scope.__exit__(*exc)
