@@ -406,3 +406,45 @@ def test_speed_without_allocator_statistics_fails_loudly(monkeypatch):
     with pytest.raises(RuntimeError, match=r"no peak memory: on CPU set "
                                            r"TF_CPU_ALLOCATOR_USE_BFC=true.*Allocator stats"):
         speed._memory()
+
+
+def test_gpu_check_relative_difference_and_report_by_hand():
+    import gpu_check
+
+    # Per array max|a - b| / max(max|a|, max|b|): 0.1 / 2.0 = 0.05 and 0.01 / 0.02.
+    assert gpu_check.max_relative_difference(
+        [np.array([1.0, 2.0]), np.array([0.0, 0.01])],
+        [np.array([1.1, 2.0]), np.array([0.0, 0.02])]) == pytest.approx(0.5)
+    assert gpu_check.max_relative_difference([np.array([1.0, 2.0])],
+                                             [np.array([1.1, 2.0])]) == pytest.approx(0.05)
+    assert gpu_check.max_relative_difference([], []) == 0.0
+    results = {
+        "device": "GPU:0", "tiny": False, "image_shape": (32, 32, 1), "batch": 32,
+        "seconds": 200.0, "realistic_size": (96, 64),
+        "agreement": {"mgr": {"classifier": 3e-6, "finder": 1e-2,
+                              "losses": {"loss": (1.5, 1.5000001)}}},
+        "cost": {"False": {"mgr": (0.030, 100.0)}, "True": {"mgr": (0.012, 80.0)}},
+        "realistic": {"False": (0.2, 900.0), "True": (0.1, 700.0)},
+    }
+    text = gpu_check.report(results)
+    assert "| mgr | 3.00e-06 | 1.00e-02 | 1.50000 / 1.50000 |" in text
+    assert "| mgr | 30.0 | 12.0 | 2.50x | 100.0 | 80.0 |" in text
+    assert "| XLA speed-up | 2.00x | |" in text
+
+
+@pytest.mark.slow  # compiles every mode with XLA on CPU; the test above checks the tables
+def test_gpu_check_tiny_cli(tmp_path):
+    cmd = [sys.executable, os.path.join(BENCHMARKS, "gpu_check.py"), "--tiny",
+           f"--out={tmp_path}", "--check_modes=base,mgr"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = (tmp_path / "gpu_check_cpu_tiny.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| mgr |")]
+    assert len(rows) == 2  # agreement and cost
+    # XLA agrees with the plain step: losses to round-off; weights within what
+    # Adam's normalisation makes of round-off in near-zero gradients (2e-4 here).
+    cells = rows[0].split("|")
+    assert float(cells[2]) < 1e-2
+    plain, xla = map(float, cells[4].split("/"))
+    assert xla == pytest.approx(plain, rel=1e-4)

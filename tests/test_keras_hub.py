@@ -54,8 +54,16 @@ def test_feature_maps_need_pooling(family):
         keras_mgr.wrap(features, tiny.generator(image_shape=IMAGE_SHAPE))
 
 
-@pytest.mark.parametrize("mode", keras_mgr.MODES)
-@pytest.mark.parametrize("family", FAMILIES)
+def _cases():
+    """Every family in mgr (the mode using every part) and ResNet in every
+    mode run by default; EfficientNet's other modes run in `make test-slow`."""
+    for family in FAMILIES:
+        for mode in keras_mgr.MODES:
+            slow = family != "resnet" and mode != "mgr"
+            yield pytest.param(family, mode, marks=[pytest.mark.slow] if slow else [])
+
+
+@pytest.mark.parametrize("family, mode", _cases())
 def test_keras_hub_backbone_every_mode_fits_and_round_trips(family, mode, tmp_path):
     backbone = pooled(FAMILIES[family]())
     model = keras_mgr.wrap(backbone, tiny.generator(image_shape=IMAGE_SHAPE), mode=mode,
