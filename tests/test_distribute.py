@@ -142,7 +142,7 @@ def test_meta_gradient_is_the_mean_of_per_replica_lookaheads(meta_gradient):
     assert max(np.abs(b).max() for b in expected) > 0
 
 
-@pytest.mark.parametrize("mode", ["mgr", "metagda"])
+@pytest.mark.parametrize("mode", ["mgr", pytest.param("metagda", marks=pytest.mark.slow)])
 def test_default_mirrored_strategy_runs_the_finder_modes(mode):
     # The default MirroredStrategy on CPU devices uses a collective all-reduce,
     # with which the two optimizers' all-reduces once aborted ("Shape mismatch
@@ -156,7 +156,7 @@ def test_default_mirrored_strategy_runs_the_finder_modes(mode):
     runs = []
     for scope in (default, strategy()):
         model = build(mode, norm="keras", scope=scope, meta_every=1)
-        history = model.fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=False).history
+        history = model.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False).history
         runs.append(([v.numpy() for v in model.weights], history["meta_loss"][-1]))
     (collective, meta_c), (one_device, meta_o) = runs
     assert np.isfinite(meta_c) and meta_c == pytest.approx(meta_o, rel=1e-6)
