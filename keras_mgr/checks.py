@@ -44,12 +44,8 @@ def fit_data(x, y, num_classes, image_shape=None, value_range=None):
         return _dataset(x, num_classes, image_shape, value_range)
     if x is None or not hasattr(x, "shape"):
         return
-    if len(x) == 0:
-        raise ValueError(f"The training data is empty. Received: x of shape {x.shape}")
-    _images(x, image_shape, value_range, "x")
-    if y is None:
-        raise ValueError("fit needs labels: pass y (int class ids or one-hot). "
-                         f"Received: x of shape {tuple(x.shape)} and y=None")
+    _arrays(x, y, image_shape, value_range, "fit needs labels: pass y (int class ids or "
+            "one-hot).")
     if hasattr(y, "shape"):
         y = np.asarray(y)
         if y.dtype.kind in "USO":
@@ -60,6 +56,16 @@ def fit_data(x, y, num_classes, image_shape=None, value_range=None):
             raise ValueError(f"x and y differ in length. Received: x of shape "
                              f"{tuple(x.shape)}, y of shape {y.shape}")
         numpy_labels(y, num_classes)
+
+
+def _arrays(x, y, image_shape, value_range, needs_labels):
+    """Checks shared by the NumPy inputs of both `fit`s: not empty, images
+    (shape, value range), labels present (`needs_labels` says how)."""
+    if len(x) == 0:
+        raise ValueError(f"The training data is empty. Received: x of shape {x.shape}")
+    _images(x, image_shape, value_range, "x")
+    if y is None:
+        raise ValueError(f"{needs_labels} Received: x of shape {tuple(x.shape)} and y=None")
 
 
 def _images(x, image_shape, value_range, what):
@@ -137,12 +143,7 @@ def gan_data(x, y, num_classes, image_shape):
         return
     if x is None or not hasattr(x, "shape"):
         return
-    if len(x) == 0:
-        raise ValueError(f"The training data is empty. Received: x of shape {x.shape}")
-    _images(x, image_shape, None, "x")
-    if y is None:
-        raise ValueError("ConditionalGAN.fit needs labels (int class ids). Received: x of "
-                         f"shape {tuple(x.shape)} and y=None")
+    _arrays(x, y, image_shape, None, "ConditionalGAN.fit needs labels (int class ids).")
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] != 1 or y.ndim > 2 or len(y) != len(x):
         raise ValueError(
