@@ -137,7 +137,8 @@ def test_per_class_sizes_with_their_own_step_budgets(tmp_path, monkeypatch):
         accuracy.run_grid(dict(s, size_steps=["8"]), train=train)
 
 
-def test_finder_optimizer_option_reaches_compile(tmp_path, monkeypatch):
+def _train_kwargs(tmp_path, monkeypatch, option):
+    """`(keyword arguments train() received, CSV rows)` of an mgr run with `option`."""
     _no_gan(monkeypatch)
     seen = []
 
@@ -145,8 +146,12 @@ def test_finder_optimizer_option_reaches_compile(tmp_path, monkeypatch):
         seen.append(kwargs)
         return 0.5
 
-    s = _settings(tmp_path, modes=["mgr"], options=["finder_optimizer=adam:0.01:1e-6"])
-    rows = accuracy.run_grid(s, train=train)
+    rows = accuracy.run_grid(_settings(tmp_path, modes=["mgr"], options=[option]), train=train)
+    return seen, rows
+
+
+def test_finder_optimizer_option_reaches_compile(tmp_path, monkeypatch):
+    seen, rows = _train_kwargs(tmp_path, monkeypatch, "finder_optimizer=adam:0.01:1e-6")
     optimizer = seen[0].pop("finder_optimizer")
     assert seen == [{}]
     assert type(optimizer).__name__ == "Adam" and optimizer.epsilon == 1e-6
@@ -170,15 +175,7 @@ def test_normalized_finder_optimizer_steps_by_learning_rate():
 
 
 def test_view_strength_option_reaches_wrap(tmp_path, monkeypatch):
-    _no_gan(monkeypatch)
-    seen = []
-
-    def train(data, generator, mode, seed, epochs, batch_size, learning_rate, **kwargs):
-        seen.append(kwargs)
-        return 0.5
-
-    s = _settings(tmp_path, modes=["mgr"], options=["view_strength=2"])
-    rows = accuracy.run_grid(s, train=train)
+    seen, rows = _train_kwargs(tmp_path, monkeypatch, "view_strength=2")
     (views,) = [kw.pop("augmentation") for kw in seen]
     assert seen == [{}] and rows[0]["options"] == "view_strength=2"
     assert (views.translate, views.brightness, views.contrast) == (0.25, 0.2, 0.2)
