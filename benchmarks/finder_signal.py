@@ -114,7 +114,7 @@ class Probe:
         val = min(self.model.meta_batch_size, len(y_val) // 2)
         real = self.rng.choice(n, min(self.batch_size, n), replace=False)
         return ((self.data.x_train[real], self.data.y_train[real]),
-                self.model.draw(self.batch_size),
+                self.model.objective.draw(self.batch_size),
                 (x_val[order[:val]], y_val[order[:val]]),
                 (x_val[order[val:2 * val]], y_val[order[val:2 * val]]))
 
@@ -123,7 +123,7 @@ class Probe:
 
         m = self.model
         state = [v.value for v in m.backbone.non_trainable_variables]
-        grads, *_ = m.meta_gradient_of(
+        grads, *_ = m.objective.meta_gradient(
             m.classifier_variables, state, m.finder.trainable_variables, real[0], real[1],
             draws, val[0], val[1], np.ones(len(val[1]), "float32"))
         return grads
@@ -141,9 +141,9 @@ class Probe:
         phi = [v.value for v in m.finder.trainable_variables]
         with tf.GradientTape() as tape:
             tape.watch(theta)
-            total, aux = m.train_loss(theta, state, phi, real[0], real[1], draws)
-        look = meta.lookahead(theta, tape.gradient(total, theta), m._learning_rate())
-        return float(m.meta_loss(look, aux["real_state"], val[0], val[1],
+            total, aux = m.objective.train_loss(theta, state, phi, real[0], real[1], draws)
+        look = meta.lookahead(theta, tape.gradient(total, theta), m.optimizer.learning_rate)
+        return float(m.objective.meta_loss(look, aux["real_state"], val[0], val[1],
                                  np.ones(len(val[1]), "float32")))
 
     def __call__(self):

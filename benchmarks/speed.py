@@ -189,27 +189,27 @@ def breakdown(model, image_shape, batch_size, repeats, jit_compile):
     theta = [v.value for v in model.classifier_variables]
     state = [v.value for v in model.backbone.non_trainable_variables]
     phi = [v.value for v in model.finder.trainable_variables]
-    draws = model.draw(sbs)
-    images = model.synthesize(phi, draws)
+    draws = model.objective.draw(sbs)
+    images = model.objective.synthesize(phi, draws)
     compiled = tf.function(jit_compile=jit_compile, autograph=False)
 
     @compiled
     def real_ce():
         with tf.GradientTape() as tape:
             tape.watch(theta)
-            _, logits, _, _ = model.forward(theta, state, x, training=True)
-            loss = model._ce(y, logits)
+            _, logits, _, _ = model.objective.forward(theta, state, x, training=True)
+            loss = model.objective.cross_entropy(y, logits)
         return tape.gradient(loss, theta)
 
     @compiled
     def generate():
-        return model.synthesize(phi, model.draw(sbs))
+        return model.objective.synthesize(phi, model.objective.draw(sbs))
 
     @compiled
     def pcr_views():
         with tf.GradientTape() as tape:
             tape.watch(theta)
-            loss, _ = model.synthetic_loss(theta, state, images, draws)
+            loss, _ = model.term(theta, state, images, draws)
         return [g for g in tape.gradient(loss, theta) if g is not None]
 
     return {"real CE forward + backward": _median_seconds(real_ce, repeats),

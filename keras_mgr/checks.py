@@ -210,6 +210,13 @@ def logits_loss(loss):
     return loss
 
 
+def choice(name, value, choices):
+    """Raises a ValueError quoting `value` unless it is one of `choices`."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}. Received: {name}={value!r}")
+    return value
+
+
 def number(name, value, low=0.0, strict=False, integer=False, allow_none=False):
     """`value` as a float (int if `integer`) >= `low` (> if `strict`), or
     ValueError quoting it. Refuses bools, NaN/inf, and 2.7 for an integer."""

@@ -26,7 +26,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_mgr import numerics
+from keras_mgr import numerics, random
 
 
 def lookahead(weights, gradients, learning_rate):
@@ -64,6 +64,16 @@ def perturb(weights, direction, scale):
 def finite_difference_epsilon(direction, epsilon):
     """DARTS step size: `epsilon / ||direction||` (0.01 / ||v|| in the paper)."""
     return epsilon / (global_norm(direction) + 1e-12)
+
+
+def random_direction(grads, seed_state):
+    """A random direction with the global norm of `grads` (the random-drift
+    control). Its seed is derived from `seed_state` (the sampler's) without
+    advancing it, so the synthetic draws stay those of mode mgr."""
+    seed = tf.cast((seed_state.value + tf.constant([104729, 0], "int64")) % (2**32), "uint32")
+    noise = [random.normal(ops.shape(g), seed + i, g.dtype) for i, g in enumerate(grads)]
+    scale = global_norm(grads) / (global_norm(noise) + 1e-30)
+    return [n * ops.cast(scale, n.dtype) for n in noise]
 
 
 def second_order(theta_vars, extra_vars, phi_vars, real_loss, regularization, meta_loss,

@@ -27,3 +27,10 @@ def dataset_fit_kwargs(x, kwargs):
         kwargs = dict(kwargs)
         kwargs.setdefault("shuffle", False)
     return kwargs
+
+
+class Untracked:
+    """Holds an object out of Keras's tracking and saving (`.value`)."""
+
+    def __init__(self, value):
+        self.value = value

@@ -4,20 +4,11 @@ import inspect
 
 import keras
 
-from keras_mgr import batchnorm, checks, parts
+from keras_mgr import batchnorm, checks, parts, terms
 from keras_mgr.augment import check_differentiable
 from keras_mgr.finder import Finder
 from keras_mgr.mgr_model import MGRModel
 from keras_mgr.regularizer import MGRRegularizer
-
-# The "auto" finder settings, per mode: the best measured ones
-# (benchmarks/ablation.py and the metagda trust-region runs; README
-# "Ablation"). Modes without a finder ignore them.
-FINDER_DEFAULTS = {
-    "mgr": {"meta_every": 5, "finder_learning_rate": 1e-2, "finder_max_shift": None},
-    "metagda": {"meta_every": 1, "finder_learning_rate": 1e-3, "finder_max_shift": 0.5},
-}
-
 
 def wrap(
     backbone,
@@ -137,12 +128,7 @@ def wrap(
     """
     given = dict(locals())
     checks.warn_unused(mode, given, _DEFAULTS)
-    auto = FINDER_DEFAULTS.get(mode, FINDER_DEFAULTS["mgr"])
-    meta_every = auto["meta_every"] if meta_every == "auto" else meta_every
-    if finder_learning_rate == "auto":
-        finder_learning_rate = auto["finder_learning_rate"]
-    finder_max_shift = auto["finder_max_shift"] if finder_max_shift == "auto" else (
-        finder_max_shift)
+    finder_max_shift = terms.resolve_auto(mode, "finder_max_shift", finder_max_shift)
     parts.check_backbone(backbone)
     if batchnorm_momentum is not None:
         batchnorm.set_momentum(backbone, batchnorm_momentum)
@@ -222,5 +208,6 @@ def wrap(
 
 # `keras_mgr.wrap` is this function (it hides the module of the same name), so
 # the defaults it cites are reachable from it, and as keras_mgr.FINDER_DEFAULTS.
+FINDER_DEFAULTS = terms.FINDER_DEFAULTS
 wrap.FINDER_DEFAULTS = FINDER_DEFAULTS
 _DEFAULTS = {name: p.default for name, p in inspect.signature(wrap).parameters.items()}

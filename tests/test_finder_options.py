@@ -33,7 +33,7 @@ def test_max_shift_scales_long_residuals_and_keeps_short_ones():
 
 def test_max_shift_bounds_every_latent_and_starts_at_identity():
     model = build(finder_max_shift=0.25)
-    draws = model.draw(16)
+    draws = model.objective.draw(16)
     z = draws["z"].numpy()
     phi = [v.value for v in model.finder.trainable_variables]
     found, _ = model.finder.stateless_call(phi, [], [z, draws["labels"]])
@@ -96,8 +96,8 @@ def test_holdout_feeds_the_meta_step_from_the_first_step():
     # Its step is the one the meta-gradient on the held-out batch gives.
     state = [v.value for v in reference.backbone.non_trainable_variables]
     phi = reference.finder.trainable_variables
-    grads, *_ = reference.meta_gradient_of(
-        reference.classifier_variables, state, phi, x, y, reference.draw(8), x_val, y_val,
+    grads, *_ = reference.objective.meta_gradient(
+        reference.classifier_variables, state, phi, x, y, reference.objective.draw(8), x_val, y_val,
         np.ones(6))
     assert np.sqrt(sum(np.sum(g.numpy() ** 2) for g in grads)) > 0
     reference.finder_optimizer.apply(grads, phi)
@@ -207,7 +207,7 @@ def test_random_drift_direction_has_the_meta_gradient_norm_and_no_signal():
     np.testing.assert_allclose(np.linalg.norm(first), np.linalg.norm(g), rtol=1e-5)
     np.testing.assert_array_equal(first, again)  # a pure function of the stream's state
     assert abs(first @ g) / np.linalg.norm(g) ** 2 < 0.2  # unrelated to the gradient
-    model.draw(4)  # the stream advances with every step's draws: a new direction
+    model.objective.draw(4)  # the stream advances with every step's draws: a new direction
     assert abs(_flat(model._random_direction(grads)) @ first) / np.linalg.norm(g) ** 2 < 0.2
 
 

@@ -53,9 +53,9 @@ def test_finder_in_w_space():
     model = keras_mgr.wrap(tiny.backbone(), generator, latent_space="w", seed=0,
                            meta_batch_size=8)
     assert model.finder.latent_dim == 7
-    draws = model.draw(4)
+    draws = model.objective.draw(4)
     phi = [v.value for v in model.finder.trainable_variables]
-    np.testing.assert_allclose(model.synthesize(phi, draws),
+    np.testing.assert_allclose(model.objective.synthesize(phi, draws),
                                generator([draws["z"], draws["labels"]]), rtol=1e-6)
     model.compile()
     x, y = tiny.data(16)

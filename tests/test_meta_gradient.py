@@ -38,18 +38,18 @@ def lookahead_objective(model, phi, x, y, draws, x_val, y_val):
     state = [v.value for v in model.backbone.non_trainable_variables]
     with tf.GradientTape() as tape:
         tape.watch(theta)
-        total, aux = model.train_loss(theta, state, phi, x, y, draws)
-    look = meta.lookahead(theta, tape.gradient(total, theta), model._learning_rate())
-    return float(model.meta_loss(look, aux["real_state"], x_val, y_val, np.ones(len(y_val))))
+        total, aux = model.objective.train_loss(theta, state, phi, x, y, draws)
+    look = meta.lookahead(theta, tape.gradient(total, theta), model.optimizer.learning_rate)
+    return float(model.objective.meta_loss(look, aux["real_state"], x_val, y_val, np.ones(len(y_val))))
 
 
 def check_against_finite_differences(model, tolerance):
     x, y = tiny.data(12, seed=0)
     x_val, y_val = tiny.data(9, seed=1)
-    draws = model.draw(6)
+    draws = model.objective.draw(6)
     state = [v.value for v in model.backbone.non_trainable_variables]
     phi_vars = model.finder.trainable_variables
-    grads, *_ = model.meta_gradient_of(
+    grads, *_ = model.objective.meta_gradient(
         model.classifier_variables, state, phi_vars, x, y, draws, x_val, y_val,
         np.ones(9),
     )
@@ -155,7 +155,7 @@ def test_linear_case_by_hand(float64):
     model.finder.out.bias.assign(b)
     x, y = rng.standard_normal((5, d_in)), np.array([0, 1, 1, 0, 1])
     x_val, y_val = rng.standard_normal((4, d_in)), np.array([1, 0, 0, 1])
-    draws = model.draw(1)
+    draws = model.objective.draw(1)
     z, s1, s2 = draws["z"].numpy()[0], *(float(t) for t in draws["views"])
     W = backbone.trainable_variables[0].numpy()
     V, c = (v.numpy() for v in model.head.trainable_variables)
@@ -181,7 +181,7 @@ def test_linear_case_by_hand(float64):
     ])
 
     state = []
-    meta_grads, inner, *_ = model.meta_gradient_of(
+    meta_grads, inner, *_ = model.objective.meta_gradient(
         model.classifier_variables, state, model.finder.trainable_variables, x, y, draws,
         x_val, y_val, np.ones(4))
     np.testing.assert_allclose(inner[0].numpy(), gW, rtol=1e-10)

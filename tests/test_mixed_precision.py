@@ -18,27 +18,32 @@ def policy(request):
 
 
 def build(mode, **kwargs):
-    keras.utils.set_random_seed(0)
-    model = keras_mgr.wrap(tiny.backbone(norm="keras"), tiny.generator(), mode=mode, seed=0,
-                           meta_batch_size=8, finder_hidden_dim=8, **kwargs)
-    model.compile()
-    return model
+    return tiny.wrapped(mode, "keras", **kwargs)
 
 
 @pytest.mark.parametrize("mode", keras_mgr.MODES)
 def test_every_mode_trains(policy, mode):
-    x, y = tiny.data(16)
-    model = build(mode)
-    history = model.fit(x, y, batch_size=8, epochs=2, verbose=0).history
+    """Three steps of 8; in the finder modes each is a meta step, and the
+    finder updates on the last two (after the first fills the buffer of 8)."""
+    finder_mode = mode in ("metagda", "mgr")
+    x, y = tiny.data(24)
+    model = build(mode, **({"meta_every": 1} if finder_mode else {}))
+    finder = [v.numpy() for v in model.finder.weights] if finder_mode else []
+    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history
     assert all(np.isfinite(v).all() for v in history.values()), history
     assert model.predict(x, verbose=0).dtype == np.float32
     if policy == "mixed_float16":
         assert hasattr(model.optimizer, "dynamic_scale")  # loss scaling is on
+    assert (model.finder_optimizer is not None) == finder_mode
+    if finder_mode:
+        assert model.finder_optimizer.iterations.numpy() == 2
+        assert any(not np.allclose(a.numpy(), b)
+                   for a, b in zip(model.finder.weights, finder))
 
 
 def meta_gradients(model, x, y, x_val, y_val):
-    draws = model.draw(8)
-    grads, *_ = model.meta_gradient_of(
+    draws = model.objective.draw(8)
+    grads, *_ = model.objective.meta_gradient(
         model.classifier_variables, [v.value for v in model.backbone.non_trainable_variables],
         model.finder.trainable_variables, x, y, draws, x_val, y_val, np.ones(8, "float32"))
     return np.concatenate([np.ravel(g.numpy()) for g in grads])

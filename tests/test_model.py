@@ -12,12 +12,8 @@ MODES = keras_mgr.MODES
 
 
 def build(mode="mgr", norm=None, seed=0, jit_compile=False, optimizer=None, **kwargs):
-    keras.utils.set_random_seed(seed)
-    model = keras_mgr.wrap(tiny.backbone(norm=norm), tiny.generator(), num_classes=3,
-                           mode=mode, seed=seed, meta_batch_size=8,
-                           finder_hidden_dim=8, **{"meta_every": 1, **kwargs})
-    model.compile(optimizer=optimizer or keras.optimizers.Adam(1e-2), jit_compile=jit_compile)
-    return model
+    return tiny.wrapped(mode, norm, seed, optimizer=optimizer or keras.optimizers.Adam(1e-2),
+                        compile={"jit_compile": jit_compile}, **{"meta_every": 1, **kwargs})
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -99,10 +95,10 @@ def test_pcr_gradient_never_reaches_head_but_gda_does():
         model = build(mode)
         theta = [v.value for v in model.classifier_variables]
         state = [v.value for v in model.backbone.non_trainable_variables]
-        draws = model.draw(8)
+        draws = model.objective.draw(8)
         with tf.GradientTape() as tape:
-            images = model.synthesize([], draws)
-            synthetic, _ = model.synthetic_loss(theta, state, images, draws)
+            images = model.objective.synthesize([], draws)
+            synthetic, _ = model.term(theta, state, images, draws)
         head, backbone = tape.gradient(
             synthetic, [theta[len(model.backbone.trainable_variables):], theta[:1]],
             unconnected_gradients="zero")
@@ -113,8 +109,8 @@ def test_pcr_gradient_never_reaches_head_but_gda_does():
 
 def test_fresh_finder_gives_uniform_latents():
     model = build("mgr")
-    draws = model.draw(6)
-    finder_images = model.synthesize([v.value for v in model.finder.trainable_variables],
+    draws = model.objective.draw(6)
+    finder_images = model.objective.synthesize([v.value for v in model.finder.trainable_variables],
                                      draws)
     uniform_images = model.generator([draws["z"], draws["labels"]])
     np.testing.assert_array_equal(finder_images.numpy(), uniform_images.numpy())
@@ -129,11 +125,22 @@ def test_meta_every_schedules_on_the_host():
     assert model.finder_optimizer.iterations.numpy() == 1
 
 
-def test_synthetic_batch_size_option():
-    model = build("pcr", synthetic_batch_size=5)
-    assert model.draw(5)["z"].shape == (5, 5)
-    x, y = tiny.data(16)
+@pytest.mark.parametrize("mode", ["pcr", "mgr"])
+def test_synthetic_batch_size_option(mode):
+    """The step generates `synthetic_batch_size` images, whatever the real
+    batch (8, then a last batch of 4): a spy records every generator call."""
+    model = build(mode, synthetic_batch_size=5)
+    generator, calls = model.generator, []
+
+    def spy(inputs, training=False):
+        calls.append((tuple(inputs[0].shape), tuple(inputs[1].shape)))
+        return generator(inputs, training=training)
+
+    model.synthesis.generator = lambda: spy
+    model.run_eagerly = True  # one call per step, with concrete shapes
+    x, y = tiny.data(20)
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert len(calls) >= 3 and set(calls) == {((5, 5), (5,))}, calls
 
 
 def test_save_and_load_round_trip(tmp_path):
@@ -152,13 +159,13 @@ def test_save_and_load_round_trip(tmp_path):
 
 def test_synthetic_pool_for_gda_and_pcr():
     model = build("pcr", synthetic_pool_size=20)
-    draws = model.draw(6)
-    images = model.synthesize([], draws).numpy()
-    pool = model.pool_images.numpy()
+    draws = model.objective.draw(6)
+    images = model.objective.synthesize([], draws).numpy()
+    pool = model.synthesis.pool[0].numpy()
     for image, index, label in zip(images, draws["pool_index"].numpy(), draws["labels"]):
         np.testing.assert_array_equal(image, pool[index])
-        assert label == model.pool_labels.numpy()[index]
-    assert sorted(np.bincount(model.pool_labels.numpy())) == [6, 7, 7]
+        assert label == model.synthesis.pool[1].numpy()[index]
+    assert sorted(np.bincount(model.synthesis.pool[1].numpy())) == [6, 7, 7]
     x, y = tiny.data(16)
     assert np.isfinite(model.fit(x, y, batch_size=8, verbose=0).history["pcr_loss"][-1])
     with pytest.raises(ValueError, match="synthetic_pool_size needs.*'mgr'"):

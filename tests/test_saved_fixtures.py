@@ -31,6 +31,6 @@ def test_release_file_loads(name):
         assert int(model.finder_optimizer.iterations.numpy()) == 3
         np.testing.assert_array_equal(model.validation.holdout_labels.numpy(), y[:6])
     else:
-        assert model.pool_images.shape[0] == 12
+        assert model.synthesis.pool[0].shape[0] == 12
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert int(model.optimizer.iterations.numpy()) == 6

@@ -1,5 +1,7 @@
 """Tiny backbones and generators the tests build (no downloads)."""
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import layers
@@ -40,3 +42,25 @@ def data(n=24, image_shape=(8, 8, 1), num_classes=3, seed=0):
     y = np.arange(n) % num_classes
     x = rng.uniform(-1, 1, (n,) + image_shape) * 0.5 + (y[:, None, None, None] - 1) * 0.4
     return x.astype(keras.config.floatx()), y.astype("int32")
+
+
+def wrapped(mode="mgr", norm=None, seed=0, optimizer="auto", scope=None, compile=None,
+            **options):
+    """A tiny `keras_mgr.wrap` model of `backbone(norm)` and `generator()`, compiled.
+
+    Seeded with `seed` (global state and the model's streams), with a
+    validation buffer of 8 and a finder of width 8; `options` override these
+    and go to `wrap`. `optimizer`: as for `compile`, or a function making one
+    (called inside `scope`, a `tf.distribute` strategy, if given); `compile`:
+    more `compile` arguments.
+    """
+    import keras_mgr
+
+    keras.utils.set_random_seed(seed)
+    options = {"meta_batch_size": 8, "finder_hidden_dim": 8, **options}
+    with scope.scope() if scope else contextlib.nullcontext():
+        model = keras_mgr.wrap(backbone(norm=norm), generator(), num_classes=3, mode=mode,
+                               seed=seed, **options)
+        model.compile(optimizer=optimizer() if callable(optimizer) else optimizer,
+                      **(compile or {}))
+    return model

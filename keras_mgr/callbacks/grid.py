@@ -2,13 +2,14 @@
 
 import numpy as np
 
+from keras_mgr import synthesis
+
 
 def generate(model, z, labels, use_finder):
     """Images `G(z, y)`, or `G(F(z, y), y)` with `use_finder`, as NumPy.
 
-    Follows `MGRModel.synthesize` (including `latent_space="w"`, where the
-    finder moves `mapping(z, y)`) but calls the current finder weights
-    directly, outside any training step.
+    `keras_mgr.synthesis.generate` (as the training step, `latent_space="w"`
+    included) with the current finder weights, outside any training step.
 
     Args:
         model: an `MGRModel`.
@@ -20,20 +21,14 @@ def generate(model, z, labels, use_finder):
         `(images, shift)`: float32 images `(n, h, w, c)` and the per-sample
         latent shift `||F(z) - z||` (zeros without the finder).
     """
-    generator = model.generator
-    synthesis = generator
-    latents = z
-    if model.latent_space == "w":
-        latents = generator.mapping([z, labels], training=False)
-        synthesis = generator.synthesis
-    latents = np.asarray(latents, "float32")
-    shift = np.zeros((len(labels),), "float32")
+    finder = None
     if use_finder:
-        found = np.asarray(model.finder([latents, labels], training=False), "float32")
-        shift = np.linalg.norm(found - latents, axis=-1)
-        latents = found
-    images = synthesis([latents, labels], training=False)
-    return np.asarray(images, "float32"), shift
+        def finder(latents, labels):
+            return model.finder([latents, labels], training=False)
+    images, found, start = synthesis.generate(model.generator, z, labels, finder,
+                                              model.latent_space)
+    return (np.asarray(images, "float32"),
+            np.asarray(synthesis.latent_shift(found, start), "float32"))
 
 
 def to_unit_range(images, value_range):

@@ -1,10 +1,11 @@
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from keras_mgr import checks, numerics
+from keras_mgr import checks, numerics, synthesis
 from keras_mgr.generators.conditional_generator import ConditionalGenerator
 from keras_mgr.generators.diff_augment import DiffAugment
 from keras_mgr.generators.projection_discriminator import ProjectionDiscriminator
@@ -221,12 +222,10 @@ class ConditionalGAN(keras.Model):
         Returns:
             NumPy float32 array `(len(labels), *image_shape)`.
         """
-        labels = ops.cast(ops.reshape(ops.convert_to_tensor(labels), (-1,)), "int32")
-        z = keras.random.normal(
-            (ops.shape(labels)[0], self.latent_dim),
-            seed=self.seed_generator if seed is None else seed,
-        )
-        return ops.convert_to_numpy(self.ema_generator([z, labels], training=False))
+        labels = np.asarray(labels, "int32").reshape(-1)
+        return synthesis.sample(self.ema_generator, labels,
+                                self.seed_generator if seed is None else seed,
+                                batch_size=max(1, len(labels)), latent_dim=self.latent_dim)
 
     def get_config(self):
         return {

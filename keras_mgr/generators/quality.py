@@ -17,6 +17,8 @@ import math
 import keras
 import numpy as np
 
+from keras_mgr.synthesis import sample
+
 FEATURE_LAYER = "features"
 
 
@@ -153,7 +155,7 @@ def generator_quality(
         classifier.inputs, [classifier.outputs[0], classifier.get_layer(FEATURE_LAYER).output]
     )
     labels = np.repeat(np.arange(data.num_classes, dtype="int32"), samples_per_class)
-    fake = _generate(generator, labels, seed, batch_size)
+    fake = sample(generator, labels, seed, batch_size)
 
     def judge(images):
         logits, feats = both.predict(images, batch_size=batch_size, verbose=0)
@@ -174,16 +176,6 @@ def generator_quality(
         "num_train": int(len(data.y_train)),
         "num_test": int(len(data.y_test)),
     }
-
-
-def _generate(generator, labels, seed, batch_size):
-    z = keras.random.normal((len(labels), generator.latent_dim), seed=seed)
-    labels = keras.ops.convert_to_tensor(labels, "int32")
-    out = []
-    for start in range(0, len(labels), batch_size):
-        batch = [z[start : start + batch_size], labels[start : start + batch_size]]
-        out.append(keras.ops.convert_to_numpy(generator(batch, training=False)))
-    return np.concatenate(out)
 
 
 def _per_class(pred, labels, num_classes):
