@@ -1,5 +1,7 @@
 """Tiny backbones and generators the tests build (no downloads)."""
 
+import os
+
 import keras
 import numpy as np
 from keras import layers
@@ -40,3 +42,11 @@ def data(n=24, image_shape=(8, 8, 1), num_classes=3, seed=0):
     y = np.arange(n) % num_classes
     x = rng.uniform(-1, 1, (n,) + image_shape) * 0.5 + (y[:, None, None, None] - 1) * 0.4
     return x.astype(keras.config.floatx()), y.astype("int32")
+
+
+def child_env(**variables):
+    """`os.environ` plus `variables` for a `python -c` child process that imports
+    `tiny` (pytest's `pythonpath` setting reaches only its own process)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    return dict(os.environ, PYTHONPATH=path, **variables)
