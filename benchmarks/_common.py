@@ -147,17 +147,6 @@ def view_augmentation(strength, value_range, seed):
                             value_range=tuple(value_range), seed=seed)
 
 
-def hold_out(data, fraction, seed):
-    """`(rest, (x_held, y_held))`: a stratified `fraction` of `data`'s training
-    subset taken out (the generator was still trained on the whole subset)."""
-    from keras_mgr.datasets import Dataset, stratified_split
-
-    keep, held = stratified_split(data.y_train, float(fraction), seed=seed)
-    rest = Dataset(data.x_train[keep], data.y_train[keep], data.x_test, data.y_test,
-                   class_names=data.class_names, value_range=data.value_range, name=data.name)
-    return rest, (data.x_train[held], data.y_train[held])
-
-
 def options_string(options):
     return ",".join(f"{k}={options[k]}" for k in sorted(options)) or "defaults"
 
@@ -203,15 +192,12 @@ def cached_generator(data, dataset, ratio, seed, gan_steps, cache_dir):
     """
     import time
 
-    from keras_mgr import generators
-    from keras_mgr.demo import train_generator
+    from keras_mgr.demo import conditional_gan, train_generator
 
     name = f"{_slug(dataset)}_r{ratio}_s{seed}_g{gan_steps}_i{data.image_shape[0]}"
     path = os.path.join(cache_dir, name + ".weights.h5")
     if os.path.exists(path):
-        gan = generators.ConditionalGAN(num_classes=data.num_classes,
-                                        image_shape=data.image_shape, seed=seed)
-        generator = gan.generator
+        generator = conditional_gan(data, seed).generator
         generator.load_weights(path)
         generator.trainable = False
         return generator, 0.0

@@ -20,13 +20,10 @@ validation source from the smaller cross-entropy set.
 """
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import _common  # noqa: E402
-import accuracy  # noqa: E402  (defines the shared flags)
-from absl import app, flags  # noqa: E402
+import _common
+import accuracy  # defines the shared flags
+from absl import app, flags
 
 FLAGS = flags.FLAGS
 

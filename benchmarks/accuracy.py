@@ -16,15 +16,12 @@ accuracy per mode and ratio) and `<out>/<name>.png` (accuracy vs ratio).
 """
 
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common
+from absl import app, flags
 
-import _common  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-import keras_mgr.demo  # noqa: E402, F401  (defines its flags first: see _common.define)
+import keras_mgr.demo  # noqa: F401  (defines its flags first: see _common.define)
 
 MODES = ["base", "gda", "metagda", "pcr", "mgr"]
 
@@ -207,7 +204,7 @@ def holdout_split(data, seed, epochs, steps, s, opts):
                          f"Received: {fraction}, {dropped}")
     if not (fraction or dropped):
         return data, epochs, opts
-    run_data, held = _common.hold_out(data, fraction or dropped, seed)
+    run_data, held = data.hold_out(fraction or dropped, seed)
     if fraction:
         opts["meta_validation_data"] = held
     return run_data, _common.epochs_for(len(run_data.y_train), s["batch_size"], steps), opts

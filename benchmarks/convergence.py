@@ -12,12 +12,9 @@ is within `--tolerance` points of the best) and `.png` (the curves).
 """
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import _common  # noqa: E402
-from absl import app, flags  # noqa: E402
+import _common
+from absl import app, flags
 
 FLAGS = flags.FLAGS
 

@@ -34,12 +34,9 @@ grid (`--modes=mgr --options=meta_gradient=random_drift`).
 
 import contextlib
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import _common  # noqa: E402
-from absl import app, flags  # noqa: E402
+import _common
+from absl import app, flags
 
 FLAGS = flags.FLAGS
 
@@ -186,14 +183,9 @@ def run(data, generator, seed, steps, probe_every, batch_size, options, on_probe
     """
     import keras
 
-    import keras_mgr
-    from keras_mgr.backbones import small_cnn
+    from keras_mgr.demo import build_classifier
 
-    keras.utils.set_random_seed(seed)
-    model = keras_mgr.wrap(small_cnn(data.image_shape), generator, mode="mgr", seed=seed,
-                           **options)
-    keras.utils.set_random_seed(seed)  # the stream the recorded results used
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model = build_classifier(data, generator, "mgr", seed, 1e-3, **options)
     probe = Probe(model, data, batch_size, seed, options.get("meta_validation_data"))
     epochs = _common.epochs_for(len(data.y_train), batch_size, steps)
     history = {}
@@ -271,7 +263,7 @@ def main(argv):
                 data, FLAGS.dataset, f"{per_class}pc", seed, FLAGS.gan_steps, FLAGS.cache)
             run_options = {k: v for k, v in options.items() if k != "holdout"}
             if FLAGS.holdout:
-                data, held = _common.hold_out(data, FLAGS.holdout, seed)
+                data, held = data.hold_out(FLAGS.holdout, seed)
                 run_options["meta_validation_data"] = held
             rows = []
 

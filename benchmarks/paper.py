@@ -24,13 +24,10 @@ formats as accuracy.py), one table per dataset.
 import json
 import os
 import re
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import _common  # noqa: E402
-import accuracy  # noqa: E402  (defines the shared flags)
-from absl import app, flags  # noqa: E402
+import _common
+import accuracy  # defines the shared flags
+from absl import app, flags
 
 FLAGS = flags.FLAGS
 FINE_GRAINED = ["cars", "aircraft", "birds", "dtd", "flowers", "pets"]
@@ -107,29 +104,19 @@ def _application(name):
 
 
 def trainer(backbone_name, weights, width, backbone_kwargs, jit_compile="auto"):
-    """`train(data, generator, mode, ...)` for accuracy.run_grid with any backbone.
+    """`train(data, generator, mode, ...)` for accuracy.run_grid with any backbone:
+    `keras_mgr.demo.train_classifier` with the backbone chosen by name, and the
+    synthetic images resized when the generator's resolution differs."""
+    from keras_mgr.demo import train_classifier
 
-    The same recipe as `keras_mgr.demo.train_classifier` (which builds a
-    `small_cnn`), with the backbone chosen by name.
-    """
-    import keras
-
-    import keras_mgr
+    def backbone(image_shape):
+        return make_backbone(backbone_name, image_shape, weights, width, **backbone_kwargs)
 
     def train(data, generator, mode, seed, epochs, batch_size, learning_rate, **options):
-        keras.utils.set_random_seed(seed)
-        backbone = make_backbone(backbone_name, data.image_shape, weights, width,
-                                 **backbone_kwargs)
-        size = generator.output.shape[1]
-        model = keras_mgr.wrap(backbone, generator, mode=mode, seed=seed,
-                               resize_synthetic=size != data.image_shape[0], **options)
-        keras.utils.set_random_seed(seed)  # the stream the recorded results used
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                      jit_compile=jit_compile)
-        model.fit(data.x_train, data.y_train, batch_size=batch_size, epochs=epochs,
-                  verbose=0)
-        return model.evaluate(data.x_test, data.y_test, batch_size=batch_size, verbose=0,
-                              return_dict=True)["accuracy"]
+        resize = generator.output.shape[1] != data.image_shape[0]
+        return train_classifier(data, generator, mode, seed, epochs, batch_size,
+                                learning_rate, backbone=backbone, jit_compile=jit_compile,
+                                resize_synthetic=resize, **options)
 
     return train
 

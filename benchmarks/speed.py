@@ -38,10 +38,7 @@ Writes `<out>/speed_<device>_xla<on|off>.{md,json}`.
 
 import json
 import os
-import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # CPU allocator statistics (peak memory) exist only with the BFC allocator,

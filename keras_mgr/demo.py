@@ -38,11 +38,16 @@ def define_flags():
     flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of the classifier.")
 
 
+def conditional_gan(data, seed):
+    """The (untrained) built-in conditional GAN for `data`'s classes and image shape."""
+    return generators.ConditionalGAN(num_classes=data.num_classes,
+                                     image_shape=data.image_shape, seed=seed)
+
+
 def train_generator(data, seed, epochs, verbose=0, callbacks=None):
     """Trains the built-in conditional GAN on `data`'s training subset only."""
     keras.utils.set_random_seed(seed)
-    gan = generators.ConditionalGAN(num_classes=data.num_classes,
-                                    image_shape=data.image_shape, seed=seed)
+    gan = conditional_gan(data, seed)
     gan.compile()
     gan.fit(data.as_dataset("train", batch_size=64, shuffle=True, seed=seed),
             epochs=epochs, verbose=verbose, shuffle=False,  # the dataset shuffles
@@ -52,20 +57,37 @@ def train_generator(data, seed, epochs, verbose=0, callbacks=None):
     return generator
 
 
-def train_classifier(data, generator, mode, seed, epochs, batch_size, learning_rate,
-                     verbose=0, finder_optimizer="auto", callbacks=None, **wrap_kwargs):
-    """Wraps a fresh `small_cnn` and returns its test accuracy."""
+def build_classifier(data, generator, mode, seed, learning_rate, backbone=small_cnn,
+                     finder_optimizer="auto", jit_compile="auto", **wrap_kwargs):
+    """Wraps a fresh backbone and compiles it with Adam: the benchmarks' recipe.
+
+    Args:
+        backbone: `image_shape -> keras.Model`, called after seeding so that
+            its initial weights depend on `seed` only (default `small_cnn`).
+        finder_optimizer, jit_compile: passed to `compile`.
+        **wrap_kwargs: passed to `keras_mgr.wrap`.
+    """
     keras.utils.set_random_seed(seed)
-    model = keras_mgr.wrap(small_cnn(data.image_shape), generator, mode=mode, seed=seed,
+    model = keras_mgr.wrap(backbone(data.image_shape), generator, mode=mode, seed=seed,
                            **wrap_kwargs)
     # wrap() leaves global random state alone; re-seeding here keeps the
     # shuffling stream every recorded benchmark result used.
     keras.utils.set_random_seed(seed)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  finder_optimizer=finder_optimizer)
+                  finder_optimizer=finder_optimizer, jit_compile=jit_compile)
+    return model
+
+
+def train_classifier(data, generator, mode, seed, epochs, batch_size, learning_rate,
+                     verbose=0, finder_optimizer="auto", callbacks=None, **build_kwargs):
+    """Trains `build_classifier(...)` on `data`'s training split; returns its test
+    accuracy. `build_kwargs`: `backbone`, `jit_compile` and `wrap()` options."""
+    model = build_classifier(data, generator, mode, seed, learning_rate,
+                             finder_optimizer=finder_optimizer, **build_kwargs)
     model.fit(data.x_train, data.y_train, batch_size=batch_size, epochs=epochs,
               verbose=verbose, callbacks=callbacks)
-    return model.evaluate(data.x_test, data.y_test, verbose=0, return_dict=True)["accuracy"]
+    return model.evaluate(data.x_test, data.y_test, batch_size=batch_size, verbose=0,
+                          return_dict=True)["accuracy"]
 
 
 # Seconds per step on an idle 2-core CPU, compilation included: GAN, base and

@@ -8,15 +8,13 @@ import os
 import subprocess
 import sys
 
+import _common  # benchmarks/ is importable: pytest's pythonpath in pyproject.toml
+import accuracy
 import numpy as np
 import pytest
 
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "benchmarks")
-sys.path.insert(0, BENCHMARKS)
-
-import _common  # noqa: E402
-import accuracy  # noqa: E402
 
 
 def _settings(tmp_path, **overrides):

@@ -69,6 +69,34 @@ def test_stratified_split_by_hand():
     assert len(first) + len(second) == len(labels)
 
 
+def test_hold_out_by_hand():
+    # 10, 4 and 6 examples; a 0.3 fraction of each class is floor(0.3 * n + 0.5):
+    # floor(3.5) = 3, floor(1.7) = 1, floor(2.3) = 2 held; 7, 3 and 4 left.
+    y = np.array([0] * 10 + [1] * 4 + [2] * 6)
+    x = np.arange(20, dtype="float32").reshape(20, 1, 1, 1)  # the value names the example
+    x_val, y_val = np.full((2, 1, 1, 1), -1.0), np.array([0, 1])
+    data = Dataset(x, y, x[:3], y[:3], x_val=x_val, y_val=y_val,
+                   class_names=["a", "b", "c"], value_range=(0, 20), name="toy")
+    rest, (x_held, y_held) = data.hold_out(0.3, seed=5)
+    np.testing.assert_array_equal(np.bincount(y_held), [3, 1, 2])
+    np.testing.assert_array_equal(np.bincount(rest.y_train), [7, 3, 4])
+    held, kept = x_held.ravel().astype(int), rest.x_train.ravel().astype(int)
+    assert set(held).isdisjoint(kept) and sorted(set(held) | set(kept)) == list(range(20))
+    np.testing.assert_array_equal(y[held], y_held)  # images and labels stay paired
+    np.testing.assert_array_equal(y[kept], rest.y_train)
+    # The same indices as stratified_split with that seed (the recorded
+    # benchmark results' meta_validation_fraction runs used these).
+    first, second = stratified_split(y, 0.3, seed=5)
+    np.testing.assert_array_equal(held, second)
+    np.testing.assert_array_equal(kept, first)
+    assert not np.array_equal(data.hold_out(0.3, seed=6)[1][0].ravel(), x_held.ravel())
+    # Only the training split changes.
+    np.testing.assert_array_equal(rest.x_test, data.x_test)
+    np.testing.assert_array_equal(rest.x_val, x_val)
+    assert (rest.class_names, rest.value_range, rest.name) == (["a", "b", "c"], (0, 20),
+                                                                 "toy")
+
+
 def test_stratified_split_needs_two_per_class():
     with pytest.raises(ValueError, match=r"\{1: 1\}"):
         stratified_split([0, 0, 0, 1], 0.5, seed=0)
@@ -131,6 +159,11 @@ def test_digits_validation_split():
     assert set(np.unique(data.y_train)) == set(range(10))
     train = {x.tobytes() for x in data.x_train}
     assert not any(x.tobytes() in train for x in data.x_val)
+    # It is `Dataset.hold_out` with seed + 1.
+    rest, (x_val, y_val) = subset.hold_out(0.25, seed=1)
+    for a, b in ((data.x_train, rest.x_train), (data.y_train, rest.y_train),
+                 (data.x_val, x_val), (data.y_val, y_val)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_digits_value_range():

@@ -16,7 +16,6 @@ SCRIPT = textwrap.dedent("""
     import hashlib, sys
     import tensorflow as tf
     tf.config.experimental.enable_op_determinism()
-    sys.path.insert(0, "tests")
     import keras, numpy as np, tiny, keras_mgr
     keras.utils.set_random_seed(int(sys.argv[1]))
     model = keras_mgr.wrap(tiny.backbone(norm="keras"), tiny.generator(), mode="mgr",
@@ -33,7 +32,7 @@ SCRIPT = textwrap.dedent("""
 
 def run(seed):
     # A fresh process: op determinism cannot be switched off once on.
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env = tiny.child_env(TF_CPP_MIN_LOG_LEVEL="3")
     out = subprocess.run([sys.executable, "-c", SCRIPT, str(seed)], capture_output=True,
                          text=True, env=env, check=True, cwd=os.path.dirname(
                              os.path.dirname(os.path.abspath(__file__)))).stdout

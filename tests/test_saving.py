@@ -121,7 +121,6 @@ CRASH_SCRIPT = """
 import os, sys
 import tensorflow as tf
 tf.config.experimental.enable_op_determinism()
-sys.path.insert(0, "tests")
 import keras, numpy as np, tiny, keras_mgr
 from keras_mgr.generators import conditional_generator
 backup_dir, crash_at, out, kind = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -154,7 +153,7 @@ def _crash_run(tmp_path, backup_dir, crash_at, out, kind="atomic"):
     import subprocess
     import sys
 
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env = tiny.child_env(TF_CPP_MIN_LOG_LEVEL="3")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return subprocess.run(
         [sys.executable, "-c", CRASH_SCRIPT, str(tmp_path / backup_dir), str(crash_at),

@@ -1,6 +1,7 @@
 """Tiny backbones and generators the tests build (no downloads)."""
 
 import contextlib
+import os
 
 import keras
 import numpy as np
@@ -64,3 +65,11 @@ def wrapped(mode="mgr", norm=None, seed=0, optimizer="auto", scope=None, compile
         model.compile(optimizer=optimizer() if callable(optimizer) else optimizer,
                       **(compile or {}))
     return model
+
+
+def child_env(**variables):
+    """`os.environ` plus `variables` for a `python -c` child process that imports
+    `tiny` (pytest's `pythonpath` setting reaches only its own process)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    return dict(os.environ, PYTHONPATH=path, **variables)

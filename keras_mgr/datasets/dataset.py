@@ -1,6 +1,8 @@
 import numpy as np
 import tensorflow as tf
 
+from keras_mgr.datasets.stratified_subset import stratified_split
+
 _SPLITS = ("train", "val", "test")
 
 
@@ -102,6 +104,39 @@ class Dataset:
             n = len(self.arrays(split)[1])
             ds = ds.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    def hold_out(self, fraction, seed=0):
+        """Takes a stratified, seeded `fraction` of the training split out.
+
+        The held part is the second part of
+        `stratified_split(self.y_train, fraction, seed)`: about `fraction` of
+        each class, at least one example per class and one left behind.
+
+        Args:
+            fraction: float in `(0, 1)`, the fraction of each class held out.
+            seed: int, seed of the draw.
+
+        Returns:
+            `(rest, (x_held, y_held))`: `rest` is a `Dataset` whose training
+            split is the remainder (validation and test splits, class names,
+            value range and name unchanged), and the held images and labels.
+
+        Example (8 of class 0, 4 of class 1; a quarter of each class is
+        `floor(0.25 * n + 0.5)`: 2 and 1):
+
+        >>> x, y = np.zeros((12, 2, 2, 1)), [0] * 8 + [1] * 4
+        >>> data = keras_mgr.datasets.Dataset(x, y, x, y)
+        >>> rest, (x_held, y_held) = data.hold_out(0.25, seed=0)
+        >>> len(rest.y_train), y_held.tolist()
+        (9, [0, 0, 1])
+        """
+        rest, held = stratified_split(self.y_train, fraction, seed=seed)
+        remainder = Dataset(
+            self.x_train[rest], self.y_train[rest], self.x_test, self.y_test,
+            x_val=self.x_val, y_val=self.y_val, class_names=self.class_names,
+            value_range=self.value_range, name=self.name,
+        )
+        return remainder, (self.x_train[held], self.y_train[held])
 
     def _tf_data(self, split):
         x, y = self.arrays(split)

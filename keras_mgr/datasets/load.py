@@ -46,7 +46,7 @@ def load(
     a fixed seed) and is never subsampled. `ratio` keeps a stratified fraction
     of the training split (or `per_class` images of each class), drawn with
     `seed`; `validation_ratio` then moves a stratified fraction of that subset
-    into a validation split.
+    into a validation split (`Dataset.hold_out` with seed `seed + 1`).
 
     Sources, chosen by `name`:
     - `"digits"`: scikit-learn's 8x8 digits (1797 images, no download),
@@ -120,30 +120,18 @@ def load(
 
     keep = (stratified_subset(y_train, ratio, seed) if per_class is None
             else stratified_per_class(y_train, per_class, seed))
-    x_train, y_train = x_train[keep], y_train[keep]
-    x_val = y_val = None
-    if validation_ratio > 0:
-        rest, val = stratified_split(y_train, validation_ratio, seed + 1)
-        x_val, y_val = x_train[val], y_train[val]
-        x_train, y_train = x_train[rest], y_train[rest]
 
     def scale(x):
-        if x is None:
-            return None
         x = x.astype("float32") / np.float32(max_value)
         return x * np.float32(high - low) + np.float32(low)
 
-    return Dataset(
-        scale(x_train),
-        y_train,
-        scale(x_test),
-        y_test,
-        x_val=scale(x_val),
-        y_val=y_val,
-        class_names=class_names,
-        value_range=(low, high),
-        name=name,
-    )
+    data = Dataset(scale(x_train[keep]), y_train[keep], scale(x_test), y_test,
+                   class_names=class_names, value_range=(low, high), name=name)
+    if validation_ratio == 0:
+        return data
+    rest, (x_val, y_val) = data.hold_out(validation_ratio, seed + 1)
+    return Dataset(rest.x_train, rest.y_train, rest.x_test, rest.y_test, x_val=x_val,
+                   y_val=y_val, class_names=class_names, value_range=(low, high), name=name)
 
 
 def _looks_like_path(name):
