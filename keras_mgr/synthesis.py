@@ -38,6 +38,9 @@ def generate(generator, z, labels, finder=None, latent_space="z"):
     >>> tuple(images.shape)
     (3, 8, 8, 1)
     """
+    if isinstance(z, np.ndarray):  # eager callers (grid, quality): one tensor type
+        z = ops.convert_to_tensor(z.astype("float32"))
+    labels = ops.convert_to_tensor(labels, "int32")
     synthesis = generator
     if latent_space == "w":
         z = generator.mapping([z, labels], training=False)

@@ -6,6 +6,7 @@ import pytest
 import tiny
 
 import keras_mgr
+from keras_mgr import meta
 from keras_mgr import Finder
 
 
@@ -179,8 +180,8 @@ def test_a_smaller_last_batch_keeps_the_full_synthetic_batch(mode):
     x, y = tiny.data(10)  # batches of 8 and 2
     model = build(mode, meta_every=1)
     sizes = []
-    draw = model.draw
-    model.draw = lambda n: sizes.append(n) or draw(n)
+    draw = model.objective.draw
+    model.objective.draw = lambda n: sizes.append(n) or draw(n)
     model.run_eagerly = True
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert sizes == [8, 8]
@@ -201,14 +202,14 @@ def test_random_drift_direction_has_the_meta_gradient_norm_and_no_signal():
     rng = np.random.default_rng(0)
     grads = [rng.standard_normal(v.shape).astype("float32")
              for v in model.finder.trainable_variables]
-    first = _flat(model._random_direction(grads))
-    again = _flat(model._random_direction(grads))
+    first = _flat(meta.random_direction(grads, model.sampler.seed_state))
+    again = _flat(meta.random_direction(grads, model.sampler.seed_state))
     g = _flat(grads)
     np.testing.assert_allclose(np.linalg.norm(first), np.linalg.norm(g), rtol=1e-5)
     np.testing.assert_array_equal(first, again)  # a pure function of the stream's state
     assert abs(first @ g) / np.linalg.norm(g) ** 2 < 0.2  # unrelated to the gradient
     model.objective.draw(4)  # the stream advances with every step's draws: a new direction
-    assert abs(_flat(model._random_direction(grads)) @ first) / np.linalg.norm(g) ** 2 < 0.2
+    assert abs(_flat(meta.random_direction(grads, model.sampler.seed_state)) @ first) / np.linalg.norm(g) ** 2 < 0.2
 
 
 def test_random_drift_moves_the_finder_like_mgr_without_its_direction():

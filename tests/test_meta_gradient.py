@@ -99,8 +99,8 @@ def test_second_order_keras_batch_norm_is_close(float64):
 def test_check_catches_a_stop_gradient_that_cuts_the_outer_tape(float64):
     """A plain stop_gradient on the SimSiam target (inner and outer) is wrong."""
     model = build("simsiam")
-    regularization = model.regularization
-    model.regularization = lambda *a, stop_gradient=None, **k: regularization(*a, **k)
+    regularization = model.objective.regularization
+    model.objective.regularization = lambda *a, stop_gradient=None, **k: regularization(*a, **k)
     with pytest.raises(AssertionError):
         check_against_finite_differences(model, 1e-4)
 
