@@ -10,6 +10,7 @@ from keras_mgr.finder import Finder
 from keras_mgr.mgr_model import MGRModel
 from keras_mgr.regularizer import MGRRegularizer
 
+
 def wrap(
     backbone,
     generator,

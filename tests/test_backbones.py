@@ -36,11 +36,33 @@ def fit_mgr(backbone, num_classes=3):
     return model, history
 
 
-def test_keras_applications_backbone():
-    backbone = keras.applications.MobileNetV2(
+def _mobilenet():
+    return keras.applications.MobileNetV2(
         input_shape=(32, 32, 3), alpha=0.35, include_top=False, pooling="avg", weights=None)
+
+
+@pytest.mark.slow  # 45 s: the second-order meta step through MobileNetV2; fast twin below
+def test_keras_applications_backbone():
+    backbone = _mobilenet()
     model, _ = fit_mgr(backbone)
     assert model.backbone is backbone
+
+
+def test_keras_applications_backbone_trains_pcr():
+    """The fast twin: PCR's stateless view passes through MobileNetV2 (its
+    BatchNorm statistics come from the real batch only)."""
+    backbone = _mobilenet()
+    keras.utils.set_random_seed(0)
+    model = keras_mgr.wrap(backbone, tiny.generator(image_shape=(32, 32, 3)), num_classes=3,
+                           mode="pcr", seed=0)
+    model.compile()
+    x, y = tiny.data(8, image_shape=(32, 32, 3))
+    before = [v.numpy() for v in backbone.non_trainable_weights]
+    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history
+    assert np.isfinite(history["pcr_loss"][0]) and history["pcr_loss"][0] > 0
+    assert model.backbone is backbone
+    assert any(not np.array_equal(b, v.numpy())
+               for b, v in zip(before, backbone.non_trainable_weights))  # real-batch BN
 
 
 def test_plain_functional_and_sequential_backbones():

@@ -40,7 +40,8 @@ def lookahead_objective(model, phi, x, y, draws, x_val, y_val):
         tape.watch(theta)
         total, aux = model.objective.train_loss(theta, state, phi, x, y, draws)
     look = meta.lookahead(theta, tape.gradient(total, theta), model.optimizer.learning_rate)
-    return float(model.objective.meta_loss(look, aux["real_state"], x_val, y_val, np.ones(len(y_val))))
+    return float(model.objective.meta_loss(look, aux["real_state"], x_val, y_val,
+                                           np.ones(len(y_val))))
 
 
 def check_against_finite_differences(model, tolerance):

@@ -4,7 +4,6 @@ weights, same predictions, both optimizers' states, and training resumes."""
 
 import os
 
-import keras
 import numpy as np
 import pytest
 import tiny

@@ -93,7 +93,7 @@ class Interrupt(keras.callbacks.Callback):
             raise RuntimeError("interrupted")
 
 
-@pytest.mark.parametrize("mode", ["mgr", "pcr"])
+@pytest.mark.parametrize("mode", ["mgr", pytest.param("pcr", marks=pytest.mark.slow)])
 def test_backup_and_restore_resumes_mid_epoch(mode, tmp_path):
     """Interrupted in epoch 2 at step 6, a fresh model resumes and ends with the
     weights of an uninterrupted run (CPU ops are deterministic here; rtol 1e-5)."""
