@@ -16,11 +16,9 @@ from keras_mgr.callbacks import SampleGrid, make_grid
 
 
 def build(mode="mgr", finder_optimizer="auto", **kwargs):
-    model = keras_mgr.wrap(tiny.backbone(), tiny.generator(), num_classes=3, mode=mode,
-                           seed=0, meta_batch_size=8, finder_hidden_dim=8,
-                           **{"meta_every": 1, **kwargs})
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), finder_optimizer=finder_optimizer)
-    return model
+    return tiny.wrapped(mode, optimizer=keras.optimizers.Adam(1e-2),
+                        compile={"finder_optimizer": finder_optimizer},
+                        **{"meta_every": 1, **kwargs})
 
 
 def read_events(directory):

@@ -10,11 +10,7 @@ from keras_mgr import Finder, meta
 
 
 def build(mode="mgr", seed=0, **kwargs):
-    keras.utils.set_random_seed(seed)
-    model = keras_mgr.wrap(tiny.backbone(), tiny.generator(), num_classes=3, mode=mode,
-                           seed=seed, meta_batch_size=8, finder_hidden_dim=8, **kwargs)
-    model.compile(optimizer=keras.optimizers.Adam(1e-2))
-    return model
+    return tiny.wrapped(mode, seed=seed, optimizer=keras.optimizers.Adam(1e-2), **kwargs)
 
 
 # Trust region ---------------------------------------------------------------

@@ -10,15 +10,12 @@ from keras_mgr.generators import GeneratorAdapter, conditional_generator
 
 
 def build(mode, generator=None, **kwargs):
-    keras.utils.set_random_seed(0)
     if generator is None:
+        keras.utils.set_random_seed(0)  # the generator's initialisation
         generator = conditional_generator(5, 3, (8, 8, 1), base_filters=4)
         generator.trainable = False
-    model = keras_mgr.wrap(tiny.backbone(norm="keras"), generator, mode=mode, seed=0,
-                           meta_batch_size=8, finder_hidden_dim=8,
-                           **{"meta_every": 1, **kwargs})
-    model.compile()
-    return model
+    return tiny.wrapped(mode, norm="keras", generator_=generator,
+                        **{"meta_every": 1, **kwargs})
 
 
 def optimizer_state(optimizer):

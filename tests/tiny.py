@@ -46,8 +46,9 @@ def data(n=24, image_shape=(8, 8, 1), num_classes=3, seed=0):
 
 
 def wrapped(mode="mgr", norm=None, seed=0, optimizer="auto", scope=None, compile=None,
-            **options):
-    """A tiny `keras_mgr.wrap` model of `backbone(norm)` and `generator()`, compiled.
+            generator_=None, **options):
+    """A tiny `keras_mgr.wrap` model of `backbone(norm)` and `generator()` (or
+    `generator_`), compiled.
 
     Seeded with `seed` (global state and the model's streams), with a
     validation buffer of 8 and a finder of width 8; `options` override these
@@ -60,7 +61,8 @@ def wrapped(mode="mgr", norm=None, seed=0, optimizer="auto", scope=None, compile
     keras.utils.set_random_seed(seed)
     options = {"meta_batch_size": 8, "finder_hidden_dim": 8, **options}
     with scope.scope() if scope else contextlib.nullcontext():
-        model = keras_mgr.wrap(backbone(norm=norm), generator(), num_classes=3, mode=mode,
+        model = keras_mgr.wrap(backbone(norm=norm), generator_ or generator(), num_classes=3,
+                               mode=mode,
                                seed=seed, **options)
         model.compile(optimizer=optimizer() if callable(optimizer) else optimizer,
                       **(compile or {}))
