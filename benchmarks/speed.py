@@ -12,10 +12,10 @@ rounds reported, so that machine noise (another process on the machine) hits
 all configurations alike; the ratio to base is the number to compare across
 machines.
 
-Config syntax: `mode[:k][+pool][@s][/fd]`: `:k` sets meta_every=k (`:inf`:
+Config syntax: `mode[:k][+pool][@s][/fd|/mbK]`: `:k` sets meta_every=k (`:inf`:
 only the first step is a meta step, i.e. the plain mgr step), `+pool` a
 1024-image synthetic pool, `@s` synthetic_batch_size=s, `/fd` the
-finite-difference meta-gradient.
+finite-difference meta-gradient, `/mbK` meta_microbatches=K.
 
 Peak memory: TensorFlow's allocator statistics for the device
 (`tf.config.experimental.get_memory_info`): the peak during the timed steps
@@ -94,7 +94,7 @@ def parse_config(config):
 
     A trailing `/fd` (not returned here) selects the finite-difference meta-gradient.
     """
-    config = config.removesuffix("/fd")
+    config = config.removesuffix("/fd").partition("/mb")[0]
     config, _, sbs = config.partition("@")
     config, pool, _ = config.partition("+pool")
     mode, _, every = config.partition(":")
@@ -111,6 +111,7 @@ def build(config, image_shape, generator, batch_size, synthetic_batch_size, jit_
         synthetic_batch_size=sbs or synthetic_batch_size or None,
         meta_batch_size=batch_size,
         meta_gradient="finite_difference" if config.endswith("/fd") else "second_order",
+        meta_microbatches=int(config.partition("/mb")[2] or 1),
     )
     model.compile(jit_compile=jit_compile)
     return model

@@ -239,7 +239,8 @@ _PCR = ("consistency", "pcr_weight", "augmentation")
 _GDA = ("gda_weight",)
 _FINDER = ("meta_every", "meta_gradient", "finder_learning_rate", "finder_hidden_dim",
            "finder_conditional", "finder_max_shift", "meta_batch_size",
-           "lookahead_training", "finite_difference_epsilon", "latent_space")
+           "lookahead_training", "finite_difference_epsilon", "latent_space",
+           "meta_microbatches")
 _USED = {"base": (), "gda": _SYNTHETIC + _GDA, "metagda": _SYNTHETIC + _GDA + _FINDER,
          "pcr": _SYNTHETIC + _PCR, "mgr": _SYNTHETIC + _PCR + _FINDER}
 

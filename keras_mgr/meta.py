@@ -148,6 +148,76 @@ def second_order(theta_vars, extra_vars, phi_vars, real_loss, regularization, me
     return meta_grads, grads, loss_val, real + weighted, aux
 
 
+def second_order_microbatched(theta_vars, extra_vars, phi_vars, real_loss, regularizations,
+                              meta_loss, optimizer, learning_rate):
+    """`second_order` with the synthetic batch in k micro-batches (less memory).
+
+    `regularizations`: k functions like `second_order`'s `regularization`, each
+    on one micro-batch and already divided by k, so that their sum is R.
+    <grad R, v> is a sum over micro-batches, so the meta-gradient is the sum
+    of k second-order passes, one alive at a time; v needs the whole inner
+    gradient first, so a first-order pass over the micro-batches comes before
+    (about one more PCR forward and backward). With BatchNorm in the backbone
+    each micro-batch's views are normalised with their own statistics.
+
+    Returns:
+        As `second_order`.
+    """
+    n = len(theta_vars)
+    phi = [v.value for v in phi_vars]
+    theta = [v.value for v in theta_vars]
+    with tf.GradientTape() as tape:
+        real, aux = real_loss(theta)
+        scaled = optimizer.scale_loss(real)
+    grads = tape.gradient(scaled, list(theta_vars) + list(extra_vars))
+    weighted, parts, after = 0.0, [], []
+    for regularization in regularizations:  # first order: the whole inner gradient
+        with tf.control_dependencies(after), tf.GradientTape() as tape:
+            part_weighted, part = regularization(theta, aux["real_state"], phi, None)
+            scaled_r = optimizer.scale_loss(part_weighted)
+        r_grads = tape.gradient(scaled_r, list(theta_vars) + list(extra_vars))
+        grads = [a if b is None else (b if a is None else a + b) for a, b in zip(grads, r_grads)]
+        weighted, after = weighted + part_weighted, [g for g in r_grads if g is not None]
+        parts.append(part)
+    theta_look = lookahead(theta, numerics.replica_gradient(
+        numerics.unscale(optimizer, grads[:n])), learning_rate)
+    with tf.GradientTape(watch_accessed_variables=False) as tape_v:
+        tape_v.watch(theta_look)
+        loss_val = meta_loss(theta_look, aux["real_state"])
+        scaled_val = numerics.scale_like(optimizer, loss_val)
+    v = [tf.stop_gradient(w) for w in tape_v.gradient(scaled_val, theta_look)]
+    meta_grads = None
+    for regularization in regularizations:  # second order, one micro-batch at a time
+        with tf.control_dependencies(meta_grads or after), tf.GradientTape(
+                watch_accessed_variables=False) as outer:
+            outer.watch(phi)
+            with tf.GradientTape(watch_accessed_variables=False) as inner:
+                theta_i = [tf.identity(t) for t in theta]
+                inner.watch(theta_i)
+
+                def inner_stop(t):
+                    with inner.stop_recording():
+                        return tf.identity(t)
+
+                part_weighted, _ = regularization(theta_i, aux["real_state"], phi, inner_stop)
+                scaled_r = optimizer.scale_loss(part_weighted)
+            r_grads = numerics.replica_gradient(numerics.unscale(
+                optimizer, inner.gradient(scaled_r, theta_i)))
+            dot = ops.sum(ops.stack([ops.sum(g * ops.cast(w, g.dtype))
+                                     for g, w in zip(r_grads, v) if g is not None]))
+        part_grads = outer.gradient(dot, phi)
+        meta_grads = part_grads if meta_grads is None else [
+            a + b for a, b in zip(meta_grads, part_grads)]
+    factor = -ops.cast(learning_rate, dot.dtype) / ops.cast(
+        numerics.unscale_factor(optimizer), dot.dtype)
+    meta_grads = [ops.cast(factor, g.dtype) * g for g in meta_grads]
+    k = len(regularizations)
+    aux.update({"synthetic": sum(p["synthetic"] for p in parts) / k,
+                "synthetic_state": parts[-1]["synthetic_state"],
+                "latent_shift": sum(p["latent_shift"] for p in parts) / k})
+    return meta_grads, grads, loss_val, real + weighted, aux
+
+
 def finite_difference(theta_vars, extra_vars, phi_vars, train_loss, meta_loss, synthesize,
                       synthetic_loss, optimizer, learning_rate, epsilon, weight):
     """The DARTS meta-gradient: a central difference along v, first order only.

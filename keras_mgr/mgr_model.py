@@ -48,7 +48,7 @@ class MGRModel(keras.Model):
                  synthetic_batch_size=None, meta_batch_size=64, lookahead_training=True,
                  finite_difference_epsilon=0.01, latent_dim=None, image_shape=None,
                  latent_space="z", synthetic_pool_size=0, meta_holdout_size=0,
-                 checkpoint_generator=True, seed=None, **kwargs):
+                 checkpoint_generator=True, seed=None, meta_microbatches=1, **kwargs):
         super().__init__(**kwargs)
         checks.choice("mode", mode, MODES)
         checks.choice("meta_gradient", meta_gradient, META_GRADIENTS)
@@ -88,6 +88,8 @@ class MGRModel(keras.Model):
         self.synthetic_pool_size = int(number("synthetic_pool_size", synthetic_pool_size,
                                               integer=True))
         self.meta_holdout_size = int(meta_holdout_size)
+        self.meta_microbatches = int(number("meta_microbatches", meta_microbatches, 1,
+                                            integer=True))
         pool = None
         if self.synthetic_pool_size:
             pool = make_pool(self, self.generator, self.synthetic_pool_size, mode,
@@ -100,7 +102,7 @@ class MGRModel(keras.Model):
             backbone, head, term_class, self.pcr_weight if term_class is terms.PCR
             else self.gda_weight, self.synthesis, self._ce, self.regularizer,
             lambda: self.optimizer, meta_gradient, self.lookahead_training,
-            self.finite_difference_epsilon, self.sampler.seed_state)
+            self.finite_difference_epsilon, self.sampler.seed_state, self.meta_microbatches)
         self.term = self.objective.term
         self.ce_tracker = keras.metrics.Mean(name="ce_loss")
         if self.term is not None:

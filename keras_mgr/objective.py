@@ -9,6 +9,7 @@ differentiate them with respect to theta and phi.
 """
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from keras_mgr import meta, numerics, terms
@@ -31,11 +32,14 @@ class Objective:
         lookahead_training: validation pass in training mode.
         finite_difference_epsilon: DARTS step.
         seed_state: the sampler's seed variable (random-drift directions).
+        meta_microbatches: k > 1 runs the second-order pass over k slices of
+            the synthetic batch, one at a time (`meta.second_order_microbatched`).
     """
 
     def __init__(self, backbone, head, term_class, weight, synthesis, cross_entropy,
                  regularizer, optimizer, meta_gradient="second_order",
-                 lookahead_training=True, finite_difference_epsilon=0.01, seed_state=None):
+                 lookahead_training=True, finite_difference_epsilon=0.01, seed_state=None,
+                 meta_microbatches=1):
         self.backbone, self.head = backbone, head
         self.term = None
         if term_class is terms.PCR:
@@ -50,6 +54,7 @@ class Objective:
         self.lookahead_training = lookahead_training
         self.finite_difference_epsilon = finite_difference_epsilon
         self.seed_state = seed_state
+        self.meta_microbatches = int(meta_microbatches)
 
     # Draws and images ----------------------------------------------------
     def draw(self, batch_size):
@@ -126,6 +131,14 @@ class Objective:
     def _second_order(self, theta_vars, state, phi_vars, x, y, draws, x_val, y_val,
                       val_weights, sample_weight=None):
         optimizer = self.optimizer()
+        if self.meta_microbatches > 1:
+            return meta.second_order_microbatched(
+                theta_vars, self.regularizer.trainable_variables, phi_vars,
+                lambda theta: self.real_loss(theta, state, x, y, sample_weight),
+                self._microbatch_regularizations(draws),
+                lambda theta, real_state: self.meta_loss(theta, real_state, x_val, y_val,
+                                                         val_weights),
+                optimizer, ops.cast(optimizer.learning_rate, keras.config.floatx()))
         return meta.second_order(
             theta_vars, self.regularizer.trainable_variables, phi_vars,
             lambda theta: self.real_loss(theta, state, x, y, sample_weight),
@@ -147,6 +160,28 @@ class Objective:
             lambda theta, real_state, images: self.term(theta, real_state, images, draws)[0],
             optimizer, ops.cast(optimizer.learning_rate, keras.config.floatx()),
             self.finite_difference_epsilon, self.term.weight)
+
+    def _microbatch_regularizations(self, draws):
+        """k functions `weight * R / k` on consecutive slices of the draws."""
+        k, n = self.meta_microbatches, int(draws["labels"].shape[0])
+        if n % k:
+            raise ValueError(
+                "meta_microbatches must divide the synthetic batch size. Received: "
+                f"meta_microbatches={k}, synthetic batch size {n}")
+        m = n // k
+
+        def regularization(i):
+            part = tf.nest.map_structure(
+                lambda t: None if t is None else t[i * m:(i + 1) * m], draws)
+
+            def weighted_part(theta, real_state, phi, stop):
+                weighted, aux = self.regularization(theta, real_state, phi, part,
+                                                    stop_gradient=stop)
+                return weighted / k, aux
+
+            return weighted_part
+
+        return [regularization(i) for i in range(k)]
 
     def _random_drift(self, *args, **kwargs):
         """The control: the exact meta-gradient's norm, a random direction."""

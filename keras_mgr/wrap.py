@@ -32,6 +32,7 @@ def wrap(
     meta_validation_data=None,
     lookahead_training=True,
     finite_difference_epsilon=0.01,
+    meta_microbatches=1,
     resize_synthetic=False,
     input_range=None,
     latent_space="z",
@@ -90,6 +91,12 @@ def wrap(
         lookahead_training: run the lookahead's validation pass in training
             mode (batch statistics), the same mode as the inner step.
         finite_difference_epsilon: DARTS step, divided by `||v||`.
+        meta_microbatches: k > 1 splits the synthetic batch into k slices for
+            the exact meta step's second-order pass, one slice at a time: less
+            peak memory (README "Cost"), one more first-order pass over the
+            views. The meta-gradient is the same sum; with BatchNorm in the
+            backbone each slice's views use their own batch statistics, so
+            it then differs from k = 1. Must divide the synthetic batch size.
         resize_synthetic: resize generator output to the backbone input size
             (otherwise differing sizes are an error).
         input_range: `(low, high)` the backbone expects; defaults to
@@ -196,6 +203,7 @@ def wrap(
         synthetic_batch_size=synthetic_batch_size, meta_batch_size=meta_batch_size,
         lookahead_training=lookahead_training,
         finite_difference_epsilon=finite_difference_epsilon,
+        meta_microbatches=meta_microbatches,
         latent_dim=latent_dim, image_shape=image_shape, latent_space=latent_space,
         synthetic_pool_size=synthetic_pool_size,
         meta_holdout_size=0 if holdout is None else len(holdout[1]),
