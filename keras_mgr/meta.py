@@ -66,6 +66,20 @@ def finite_difference_epsilon(direction, epsilon):
     return epsilon / (global_norm(direction) + 1e-12)
 
 
+def _real_gradients(theta, variables, real_loss, optimizer):
+    """`(real, aux, grads)`: the real batch's loss and its loss-scaled
+    gradient over `variables` (first order)."""
+    with tf.GradientTape() as tape:
+        real, aux = real_loss(theta)
+        scaled = optimizer.scale_loss(real)
+    return real, aux, tape.gradient(scaled, variables)
+
+
+def _add(grads, more):
+    """Sums two gradient lists whose entries may be None."""
+    return [a if b is None else (b if a is None else a + b) for a, b in zip(grads, more)]
+
+
 def random_direction(grads, seed_state):
     """A random direction with the global norm of `grads` (the random-drift
     control). Its seed is derived from `seed_state` (the sampler's) without
@@ -105,10 +119,8 @@ def second_order(theta_vars, extra_vars, phi_vars, real_loss, regularization, me
     # batch and the validation pass are first order.
     phi = [v.value for v in phi_vars]
     theta = [v.value for v in theta_vars]
-    with tf.GradientTape() as tape:
-        real, aux = real_loss(theta)
-        scaled = optimizer.scale_loss(real)
-    real_grads = tape.gradient(scaled, list(theta_vars) + list(extra_vars))
+    real, aux, real_grads = _real_gradients(theta, list(theta_vars) + list(extra_vars),
+                                            real_loss, optimizer)
     with tf.GradientTape(watch_accessed_variables=False) as outer:
         outer.watch(phi)
         with tf.GradientTape(watch_accessed_variables=False) as inner:
@@ -127,8 +139,7 @@ def second_order(theta_vars, extra_vars, phi_vars, real_loss, regularization, me
             scaled_r = optimizer.scale_loss(weighted)
         r_grads = inner.gradient(scaled_r, theta + extra)  # loss-scaled
         with outer.stop_recording():
-            grads = [a if b is None else (b if a is None else a + b)
-                     for a, b in zip(real_grads, r_grads)]
+            grads = _add(real_grads, r_grads)
             theta_look = lookahead(theta, numerics.replica_gradient(
                 numerics.unscale(optimizer, grads[:n])), learning_rate)
             with tf.GradientTape(watch_accessed_variables=False) as tape_v:
@@ -166,17 +177,15 @@ def second_order_microbatched(theta_vars, extra_vars, phi_vars, real_loss, regul
     n = len(theta_vars)
     phi = [v.value for v in phi_vars]
     theta = [v.value for v in theta_vars]
-    with tf.GradientTape() as tape:
-        real, aux = real_loss(theta)
-        scaled = optimizer.scale_loss(real)
-    grads = tape.gradient(scaled, list(theta_vars) + list(extra_vars))
+    real, aux, grads = _real_gradients(theta, list(theta_vars) + list(extra_vars), real_loss,
+                                       optimizer)
     weighted, parts, after = 0.0, [], []
     for regularization in regularizations:  # first order: the whole inner gradient
         with tf.control_dependencies(after), tf.GradientTape() as tape:
             part_weighted, part = regularization(theta, aux["real_state"], phi, None)
             scaled_r = optimizer.scale_loss(part_weighted)
         r_grads = tape.gradient(scaled_r, list(theta_vars) + list(extra_vars))
-        grads = [a if b is None else (b if a is None else a + b) for a, b in zip(grads, r_grads)]
+        grads = _add(grads, r_grads)
         weighted, after = weighted + part_weighted, [g for g in r_grads if g is not None]
         parts.append(part)
     theta_look = lookahead(theta, numerics.replica_gradient(
