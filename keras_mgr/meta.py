@@ -67,16 +67,14 @@ def finite_difference_epsilon(direction, epsilon):
 
 
 def _real_gradients(theta, variables, real_loss, optimizer):
-    """`(real, aux, grads)`: the real batch's loss and its loss-scaled
-    gradient over `variables` (first order)."""
+    """`(real, aux, grads)`: the real batch's loss, loss-scaled gradient."""
     with tf.GradientTape() as tape:
         real, aux = real_loss(theta)
         scaled = optimizer.scale_loss(real)
     return real, aux, tape.gradient(scaled, variables)
 
 
-def _add(grads, more):
-    """Sums two gradient lists whose entries may be None."""
+def _add(grads, more):  # two gradient lists whose entries may be None
     return [a if b is None else (b if a is None else a + b) for a, b in zip(grads, more)]
 
 
@@ -163,16 +161,11 @@ def second_order_microbatched(theta_vars, extra_vars, phi_vars, real_loss, regul
                               meta_loss, optimizer, learning_rate):
     """`second_order` with the synthetic batch in k micro-batches (less memory).
 
-    `regularizations`: k functions like `second_order`'s `regularization`, each
-    on one micro-batch and already divided by k, so that their sum is R.
-    <grad R, v> is a sum over micro-batches, so the meta-gradient is the sum
-    of k second-order passes, one alive at a time; v needs the whole inner
-    gradient first, so a first-order pass over the micro-batches comes before
-    (about one more PCR forward and backward). With BatchNorm in the backbone
-    each micro-batch's views are normalised with their own statistics.
-
-    Returns:
-        As `second_order`.
+    `regularizations`: k functions like `second_order`'s `regularization`, on
+    one micro-batch each and divided by k (their sum is R). <grad R, v> is a
+    sum over micro-batches: k second-order passes, one alive at a time, after
+    a first-order pass for v. With BatchNorm in the backbone each micro-batch's
+    views are normalised with their own statistics. Returns as `second_order`.
     """
     n = len(theta_vars)
     phi = [v.value for v in phi_vars]
