@@ -38,8 +38,9 @@ def lookahead(weights, gradients, learning_rate):
 
     Example:
 
-    >>> [float(w) for w in lookahead([1.0, 2.0], [0.5, -1.0], 0.1)]
-    [0.95, 2.1]
+    >>> w, g = keras.ops.array([1.0, 2.0]), keras.ops.array([0.5, -1.0])
+    >>> [float(x) for x in lookahead(w, g, 0.5)]
+    [0.75, 2.5]
     """
     return [
         w if g is None else w - ops.cast(learning_rate, g.dtype) * g
