@@ -11,9 +11,8 @@ Only R (PCR, or the synthetic cross-entropy of metagda) depends on phi, so
     grad_phi CE_val(theta') = -eta * lambda * (d^2 R / d phi d theta)^T v,
     v = grad_theta' CE_val(theta').
 
-"second_order" differentiates through the inner gradient with nested tapes
-(`second_order` below); "finite_difference" replaces the mixed second derivative by a
-central difference along v (DARTS, Liu et al. 2019, Eq. (8)):
+"second_order" differentiates through the inner gradient with nested tapes;
+"finite_difference" takes a central difference along v (DARTS, Eq. (8)):
 
     (d^2 R / d phi d theta)^T v
         ~ [grad_phi R(theta + eps v) - grad_phi R(theta - eps v)] / (2 eps).
@@ -75,14 +74,24 @@ def _real_gradients(theta, variables, real_loss, optimizer):
     return real, aux, tape.gradient(scaled, variables)
 
 
+def _validation_gradient(theta, grads, n, meta_loss, real_state, optimizer, learning_rate):
+    """`(loss_val, v)` at theta' = lookahead(theta, grads); v loss-scaled."""
+    theta_look = lookahead(theta, numerics.replica_gradient(
+        numerics.unscale(optimizer, grads[:n])), learning_rate)
+    with tf.GradientTape(watch_accessed_variables=False) as tape_v:
+        tape_v.watch(theta_look)
+        loss_val = meta_loss(theta_look, real_state)
+        scaled_val = numerics.scale_like(optimizer, loss_val)
+    return loss_val, tape_v.gradient(scaled_val, theta_look)
+
+
 def _add(grads, more):  # two gradient lists whose entries may be None
     return [a if b is None else (b if a is None else a + b) for a, b in zip(grads, more)]
 
 
 def random_direction(grads, seed_state):
     """A random direction with the global norm of `grads` (the random-drift
-    control). Its seed is derived from `seed_state` (the sampler's) without
-    advancing it, so the synthetic draws stay those of mode mgr."""
+    control), seeded from `seed_state` without advancing it (mgr's draws)."""
     seed = tf.cast((seed_state.value + tf.constant([104729, 0], "int64")) % (2**32), "uint32")
     noise = [random.normal(ops.shape(g), seed + i, g.dtype) for i, g in enumerate(grads)]
     scale = global_norm(grads) / (global_norm(noise) + 1e-30)
@@ -139,13 +148,8 @@ def second_order(theta_vars, extra_vars, phi_vars, real_loss, regularization, me
         r_grads = inner.gradient(scaled_r, theta + extra)  # loss-scaled
         with outer.stop_recording():
             grads = _add(real_grads, r_grads)
-            theta_look = lookahead(theta, numerics.replica_gradient(
-                numerics.unscale(optimizer, grads[:n])), learning_rate)
-            with tf.GradientTape(watch_accessed_variables=False) as tape_v:
-                tape_v.watch(theta_look)
-                loss_val = meta_loss(theta_look, aux["real_state"])
-                scaled_val = numerics.scale_like(optimizer, loss_val)
-            v = tape_v.gradient(scaled_val, theta_look)
+            loss_val, v = _validation_gradient(theta, grads, n, meta_loss, aux["real_state"],
+                                               optimizer, learning_rate)
         inner_r = numerics.replica_gradient(numerics.unscale(optimizer, r_grads[:n]))
         dot = ops.sum(ops.stack([
             ops.sum(g * ops.cast(tf.stop_gradient(w), g.dtype))
@@ -164,9 +168,9 @@ def second_order_microbatched(theta_vars, extra_vars, phi_vars, real_loss, regul
 
     `regularizations`: k functions like `second_order`'s `regularization`, on
     one micro-batch each and divided by k (their sum is R). <grad R, v> is a
-    sum over micro-batches: k second-order passes, one alive at a time, after
-    a first-order pass for v. With BatchNorm in the backbone each micro-batch's
-    views are normalised with their own statistics. Returns as `second_order`.
+    sum over micro-batches: k second-order passes, one alive at a time, after a
+    first-order pass for v. With BatchNorm each micro-batch's views use their
+    own statistics. Returns as `second_order`.
     """
     n = len(theta_vars)
     phi = [v.value for v in phi_vars]
@@ -182,13 +186,9 @@ def second_order_microbatched(theta_vars, extra_vars, phi_vars, real_loss, regul
         grads = _add(grads, r_grads)
         weighted, after = weighted + part_weighted, [g for g in r_grads if g is not None]
         parts.append(part)
-    theta_look = lookahead(theta, numerics.replica_gradient(
-        numerics.unscale(optimizer, grads[:n])), learning_rate)
-    with tf.GradientTape(watch_accessed_variables=False) as tape_v:
-        tape_v.watch(theta_look)
-        loss_val = meta_loss(theta_look, aux["real_state"])
-        scaled_val = numerics.scale_like(optimizer, loss_val)
-    v = [tf.stop_gradient(w) for w in tape_v.gradient(scaled_val, theta_look)]
+    loss_val, v = _validation_gradient(theta, grads, n, meta_loss, aux["real_state"],
+                                       optimizer, learning_rate)
+    v = [tf.stop_gradient(w) for w in v]
     meta_grads = None
     for regularization in regularizations:  # second order, one micro-batch at a time
         with tf.control_dependencies(meta_grads or after), tf.GradientTape(
