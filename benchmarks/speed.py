@@ -3,9 +3,17 @@
     python benchmarks/speed.py                     # CPU, no XLA
     python benchmarks/speed.py --jit_compile       # XLA (meant for a GPU)
     python benchmarks/speed.py --quick             # smoke configuration
+    python benchmarks/speed.py --networks=peer --batch_size=64 --configs=base,gda,pcr,mgr:5,mgr \
+        --throughput= --nobreakdown               # the PyTorch reference's networks
 
-Every configuration trains the same backbone (`small_cnn`) with the same real
-and synthetic batch sizes and the same generator, in one process.
+Every configuration trains the same backbone with the same real and synthetic
+batch sizes and the same generator, in one process: `small_cnn` and the
+project's conditional generator, or with `--networks=peer` the networks of
+the PyTorch reference step (`peer_networks.py`: a 3-block ResNet, a
+DCGAN-style generator, a one-hidden-layer unconditional finder, flip +
+4-pixel translation views, finder Adam 1e-3), so that the two step times
+can be set side by side (docs/benchmarks.md, "Against PyTorch").
+
 Configurations are interleaved in rounds; each round's mean step time is
 taken (a meta_every=k config then counts its meta steps) and the median over
 rounds reported, so that machine noise (another process on the machine) hits
@@ -30,6 +38,9 @@ functions (real-batch CE forward + backward; finder + generator forward; PCR's
 two augmented views through the backbone, forward + backward) and the meta
 step as the difference between the `mgr:1` and the plain `mgr:inf` step.
 
+Process peak RSS (`getrusage`) is reported once for the whole run: time a
+single configuration per process to compare it with another framework's.
+
 Throughput: one epoch of `fit` on the digits training split as a shuffled
 `tf.data` pipeline (`Dataset.as_dataset`), after a warm-up epoch.
 
@@ -38,6 +49,7 @@ Writes `<out>/speed_<device>_xla<on|off>.{md,json}`.
 
 import json
 import os
+import resource
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -51,6 +63,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
+from peer_networks import peer_backbone, peer_generator, peer_wrap_options  # noqa: E402
 
 import keras_mgr  # noqa: E402
 from keras_mgr.backbones import small_cnn  # noqa: E402
@@ -64,6 +77,8 @@ flags.DEFINE_integer("channels", 1, "Image channels.")
 _common.define("integer", "steps", 10, "Timed steps per configuration and round.")
 flags.DEFINE_integer("rounds", 5, "Rounds over all configurations.")
 flags.DEFINE_bool("jit_compile", False, "Compile the steps with XLA.")
+flags.DEFINE_enum("networks", "small_cnn", ["small_cnn", "peer"],
+                  "small_cnn + the project's generator, or the PyTorch reference's networks.")
 flags.DEFINE_list("configs",
                   ["base", "gda", "gda+pool", "metagda", "pcr", "pcr+pool", "mgr:inf",
                    "mgr", "mgr:5", "mgr/fd", "pcr@16", "pcr@8", "mgr@16", "mgr@8"],
@@ -102,11 +117,28 @@ def parse_config(config):
     return mode, every, bool(pool), int(sbs) if sbs else None
 
 
-def build(config, image_shape, generator, batch_size, synthetic_batch_size, jit_compile):
+def make_generator(networks, image_shape):
+    if networks == "peer":
+        return peer_generator(image_shape[-1])
+    generator = conditional_generator(64, NUM_CLASSES, image_shape)
+    generator.trainable = False
+    return generator
+
+
+def build(config, image_shape, generator, batch_size, synthetic_batch_size, jit_compile,
+          networks="small_cnn"):
     mode, every, pool, sbs = parse_config(config)
     keras.utils.set_random_seed(0)
+    backbone, options = small_cnn(image_shape), {}
+    if networks == "peer":
+        backbone = peer_backbone(image_shape)
+        options = peer_wrap_options() if mode != "base" else {}
+        if mode not in ("mgr", "metagda"):
+            options = {k: v for k, v in options.items() if not k.startswith("finder")}
+        if mode not in ("mgr", "pcr"):
+            options.pop("augmentation", None)
     model = keras_mgr.wrap(
-        small_cnn(image_shape), generator, mode=mode, meta_every=every, seed=0,
+        backbone, generator, mode=mode, meta_every=every, seed=0, **options,
         synthetic_pool_size=1024 if pool else 0,
         synthetic_batch_size=sbs or synthetic_batch_size or None,
         meta_batch_size=batch_size,
@@ -119,8 +151,12 @@ def build(config, image_shape, generator, batch_size, synthetic_batch_size, jit_
 
 def _memory():
     """`(device, {"current", "peak"})` of TensorFlow's allocator, or an error
-    naming the fix (never a silent 0)."""
+    naming the fix (never a silent 0). `(device, None)` when the run asked for
+    TensorFlow's default CPU allocator (`TF_CPU_ALLOCATOR_USE_BFC=false`, e.g.
+    to compare process RSS with another framework): no allocator column then."""
     device = "GPU:0" if tf.config.list_physical_devices("GPU") else "CPU:0"
+    if device == "CPU:0" and os.environ.get("TF_CPU_ALLOCATOR_USE_BFC") == "false":
+        return device, None
     try:
         return device, tf.config.experimental.get_memory_info(device)
     except (ValueError, RuntimeError) as error:
@@ -131,19 +167,18 @@ def _memory():
 
 
 def measure(configs, image_shape, steps, rounds, batch_size, synthetic_batch_size=0,
-            jit_compile=False):
+            jit_compile=False, networks="small_cnn"):
     """Per config: median seconds per step and peak working memory (bytes).
 
     Returns `(seconds, memory, models, generator)`.
     """
-    generator = conditional_generator(64, NUM_CLASSES, image_shape)
-    generator.trainable = False
+    generator = make_generator(networks, image_shape)
     rng = np.random.default_rng(0)
     n = batch_size * steps
     x = rng.uniform(-1, 1, (n,) + image_shape).astype("float32")
     y = rng.integers(0, NUM_CLASSES, n)
     models = {c: build(c, image_shape, generator, batch_size, synthetic_batch_size,
-                       jit_compile) for c in configs}
+                       jit_compile, networks) for c in configs}
     times = {c: [] for c in configs}
     memory = {c: 0 for c in configs}
     # Warm-up: tracing and compilation; two batches so that a meta step, the
@@ -151,16 +186,20 @@ def measure(configs, image_shape, steps, rounds, batch_size, synthetic_batch_siz
     for model in models.values():
         model.fit(x[: 3 * batch_size], y[: 3 * batch_size], batch_size=batch_size,
                   epochs=1, verbose=0, shuffle=False)
-    device, _ = _memory()
+    device, stats = _memory()
+    if stats is None:  # not measured: shown as "-", never as 0
+        memory = {c: None for c in configs}
     for _ in range(rounds):
         for c, model in models.items():
             timer = StepTimer()
-            tf.config.experimental.reset_memory_stats(device)
+            if stats is not None:
+                tf.config.experimental.reset_memory_stats(device)
             _, before = _memory()
             model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=False,
                       callbacks=[timer])
             _, after = _memory()
-            memory[c] = max(memory[c], after["peak"] - before["current"])
+            if after is not None:
+                memory[c] = max(memory[c], after["peak"] - before["current"])
             times[c].append(float(np.mean(timer.times)))
     # Mean step time within a round (so that meta_every=k counts its meta
     # steps: a median of single steps would hide them), median over rounds.
@@ -215,7 +254,8 @@ def breakdown(model, image_shape, batch_size, repeats, jit_compile):
             "PCR: two views, forward + backward": _median_seconds(pcr_views, repeats)}
 
 
-def throughput(configs, generator, batch_size, synthetic_batch_size, jit_compile):
+def throughput(configs, generator, batch_size, synthetic_batch_size, jit_compile,
+               networks="small_cnn"):
     """Images per second of a whole `fit` epoch on digits through tf.data."""
     from keras_mgr import datasets
 
@@ -223,7 +263,7 @@ def throughput(configs, generator, batch_size, synthetic_batch_size, jit_compile
     result = {}
     for c in configs:
         model = build(c, data.image_shape, generator, batch_size, synthetic_batch_size,
-                      jit_compile)
+                      jit_compile, networks)
         train = data.as_dataset("train", batch_size=batch_size, shuffle=True, seed=0)
         model.fit(train, epochs=1, verbose=0, shuffle=False)  # warm-up: tracing
         start = time.perf_counter()
@@ -232,7 +272,7 @@ def throughput(configs, generator, batch_size, synthetic_batch_size, jit_compile
     return result
 
 
-def report(f, seconds, memory, parts, images_per_second, device_name):
+def report(f, seconds, memory, parts, images_per_second, device_name, peak_rss=None):
     base = seconds.get("base", next(iter(seconds.values())))
     base_memory = memory.get("base") or 1
     pcr = seconds.get("pcr")
@@ -240,16 +280,19 @@ def report(f, seconds, memory, parts, images_per_second, device_name):
     lines = [
         f"# Step cost, {device_name}, jit_compile={f['jit_compile']}", "",
         f"Real batch {f['batch_size']}, synthetic batch {sbs} (unless `@s`), images "
-        f"{f['image_size']}x{f['image_size']}x{f['channels']}, small_cnn, "
+        f"{f['image_size']}x{f['image_size']}x{f['channels']}, "
+        f"{f.get('networks', 'small_cnn')} networks, "
         f"{f['steps']} steps x {f['rounds']} rounds per config (mean step time of a round, "
         "median over rounds).", "",
         "| config | ms / step | ratio to base | ratio to pcr | peak step memory (MiB) "
         "| memory ratio to base |", "|---|---|---|---|---|---|"]
     for c, s in seconds.items():
         to_pcr = f"{s / pcr:.2f}" if pcr else "-"
-        mem = memory.get(c, 0)
-        lines.append(f"| {c} | {1000 * s:.1f} | {s / base:.2f} | {to_pcr} | "
-                     f"{mem / 2**20:.1f} | {mem / base_memory:.2f} |")
+        mem = memory.get(c)
+        mem = "- | -" if mem is None else f"{mem / 2**20:.1f} | {mem / base_memory:.2f}"
+        lines.append(f"| {c} | {1000 * s:.1f} | {s / base:.2f} | {to_pcr} | {mem} |")
+    if peak_rss:
+        lines += ["", f"Process peak RSS: {peak_rss / 2**20:.0f} MiB."]
     lines += _scaling(seconds, sbs)
     if parts:
         total = seconds.get("mgr")
@@ -298,18 +341,21 @@ def run(f):
     image_shape = (f["image_size"], f["image_size"], f["channels"])
     seconds, memory, models, generator = measure(
         f["configs"], image_shape, f["steps"], f["rounds"], f["batch_size"],
-        f["synthetic_batch_size"], f["jit_compile"])
+        f["synthetic_batch_size"], f["jit_compile"], f["networks"])
     parts = {}
     mgr = models.get("mgr")
     if f["breakdown"] and mgr is not None:
         parts = breakdown(mgr, image_shape, f["batch_size"], f["steps"] * f["rounds"],
                           f["jit_compile"])
     images_per_second = throughput(f["throughput"], generator, f["batch_size"],
-                                   f["synthetic_batch_size"], f["jit_compile"]) if (
+                                   f["synthetic_batch_size"], f["jit_compile"],
+                                   f["networks"]) if (
         f["throughput"]) else {}
     device = tf.config.list_logical_devices()[-1].name
-    md = report(f, seconds, memory, parts, images_per_second, device)
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    md = report(f, seconds, memory, parts, images_per_second, device, peak_rss)
     results = {"flags": f, "device": device, "seconds_per_step": seconds,
+               "process_peak_rss_bytes": peak_rss,
                "peak_step_memory_bytes": memory, "breakdown_seconds": parts,
                "fit_images_per_second": images_per_second}
     return md, results
@@ -318,7 +364,7 @@ def run(f):
 def flag_dict():
     f = {name: FLAGS[name].value for name in (
         "batch_size", "synthetic_batch_size", "image_size", "channels", "steps",
-        "rounds", "jit_compile", "configs", "throughput", "breakdown", "out")}
+        "rounds", "jit_compile", "configs", "throughput", "breakdown", "out", "networks")}
     if FLAGS.quick:
         quick = {"steps": 2, "rounds": 1, "configs": ["base", "pcr", "mgr:inf", "mgr"],
                  "throughput": ["base"]}
@@ -333,13 +379,16 @@ def main(argv):
         with open(FLAGS.from_json) as fh:
             r = json.load(fh)
         print(report(r["flags"], r["seconds_per_step"], r["peak_step_memory_bytes"],
-                     r["breakdown_seconds"], r["fit_images_per_second"], r["device"]))
+                     r["breakdown_seconds"], r["fit_images_per_second"], r["device"],
+                     r.get("process_peak_rss_bytes")))
         return
     md, results = run(f)
     print(md)
     if f["out"]:
         kind = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
         stem = os.path.join(f["out"], f"speed_{kind}_xla{'on' if f['jit_compile'] else 'off'}")
+        if f["networks"] != "small_cnn":
+            stem += "_" + f["networks"]
         if FLAGS.quick:
             stem += "_quick"
         os.makedirs(f["out"], exist_ok=True)

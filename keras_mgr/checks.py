@@ -238,6 +238,7 @@ _SYNTHETIC = ("synthetic_batch_size", "resize_synthetic", "synthetic_pool_size")
 _PCR = ("consistency", "pcr_weight", "augmentation")
 _GDA = ("gda_weight",)
 _FINDER = ("meta_every", "meta_gradient", "finder_learning_rate", "finder_hidden_dim",
+           "finder_num_layers",
            "finder_conditional", "finder_max_shift", "meta_batch_size",
            "lookahead_training", "finite_difference_epsilon", "latent_space",
            "meta_microbatches")

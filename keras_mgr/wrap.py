@@ -25,6 +25,7 @@ def wrap(
     meta_gradient="second_order",
     finder_learning_rate="auto",
     finder_hidden_dim=256,
+    finder_num_layers=2,
     finder_conditional=True,
     finder_max_shift="auto",
     synthetic_batch_size=None,
@@ -72,6 +73,7 @@ def wrap(
         finder_learning_rate: Adam learning rate of the finder. `"auto"`:
             1e-2 for mgr, 1e-3 for metagda.
         finder_hidden_dim: width of the finder's residual MLP.
+        finder_num_layers: number of hidden layers of that MLP.
         finder_conditional: whether the finder sees the class label.
         finder_max_shift: largest `||F_phi(z) - z||` the finder may move a
             latent (a trust region; None: unbounded). `"auto"`: None for
@@ -193,6 +195,7 @@ def wrap(
     if mode in ("metagda", "mgr"):
         finder_dim = parts.finder_dim(generator, latent_dim, num_classes, latent_space)
         finder = Finder(finder_dim, num_classes, hidden_dim=finder_hidden_dim,
+                        num_layers=finder_num_layers,
                         conditional=finder_conditional, max_shift=finder_max_shift,
                         name="finder", dtype=full)
     model = MGRModel(

@@ -403,6 +403,20 @@ def test_speed_without_allocator_statistics_fails_loudly(monkeypatch):
         speed._memory()
 
 
+def test_speed_with_the_default_allocator_reports_no_memory_column(monkeypatch):
+    # TF_CPU_ALLOCATOR_USE_BFC=false (process RSS against another framework):
+    # the allocator column is "-", never a 0.
+    import speed
+
+    monkeypatch.setenv("TF_CPU_ALLOCATOR_USE_BFC", "false")
+    monkeypatch.setattr(speed.tf.config, "list_physical_devices", lambda kind=None: [])
+    assert speed._memory() == ("CPU:0", None)
+    f = {"batch_size": 8, "synthetic_batch_size": 0, "image_size": 8, "channels": 1,
+         "steps": 1, "rounds": 1, "jit_compile": False, "networks": "peer"}
+    md = speed.report(f, {"base": 0.5}, {"base": None}, {}, {}, "CPU:0", 3 * 2**20)
+    assert "| base | 500.0 | 1.00 | - | - | - |" in md and "Process peak RSS: 3 MiB." in md
+
+
 def test_gpu_check_relative_difference_and_report_by_hand():
     import gpu_check
 
@@ -443,3 +457,58 @@ def test_gpu_check_tiny_cli(tmp_path):
     assert float(cells[2]) < 1e-2
     plain, xla = map(float, cells[4].split("/"))
     assert xla == pytest.approx(plain, rel=1e-4)
+
+
+def test_peer_networks_match_the_reference_parameter_counts():
+    # speed.py --networks=peer: the PyTorch reference step's networks, same sizes.
+    from peer_networks import count, peer_backbone, peer_generator, peer_wrap_options
+
+    import keras_mgr
+
+    backbone, generator = peer_backbone((32, 32, 1)), peer_generator()
+    model = keras_mgr.wrap(backbone, generator, seed=0, **peer_wrap_options())
+    assert count(backbone.trainable_weights) == 306_784
+    # PyTorch counts BatchNorm's scale and offset, not its moving statistics.
+    assert count([w for w in generator.weights if "moving" not in w.path]) == 427_585
+    assert count(model.head.trainable_weights) == 1_290
+    assert count(model.finder.trainable_weights) == 16_576  # one hidden layer of 128
+    assert len(model.finder.hidden) == 1 and not model.finder.conditional
+    assert generator(
+        [np.zeros((2, 64), "float32"), np.array([0, 9], "int32")]).shape == (2, 32, 32, 1)
+
+
+def test_speed_times_the_peer_networks():
+    code = ("import speed; s, m, models, _ = speed.measure(['pcr', 'mgr'], (32, 32, 1), 1, 1, 4,"
+            " networks='peer'); mgr = models['mgr'];"
+            " print('PEER', mgr.backbone.name, mgr.generator.name, len(mgr.finder.hidden),"
+            " mgr.regularizer.augmentation.brightness, s['mgr'] > 0, m['mgr'] > 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), cwd=BENCHMARKS,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = [line.split() for line in out.stdout.splitlines() if line.startswith("PEER")][0]
+    assert line[1:] == ["peer_backbone", "peer_generator", "1", "0.0", "True", "True"]
+
+
+def test_against_torch_report_pairs_each_mode_with_the_reference(tmp_path):
+    import json
+
+    import against_torch
+
+    folder = tmp_path / "against_torch"
+    modes = list(against_torch.MODES.items())
+    for r, scale in ((1, 1.0), (2, 2.0)):
+        (folder / f"keras_r{r}").mkdir(parents=True)
+        torch = {"info": {"torch": "2.13.0+cpu", "threads": 2},
+                 "eager": [{"mode": m, "median_s": 0.1 * (i + 1), "peak_rss_mb": 100.0 * (i + 1)}
+                           for i, (_, m) in enumerate(modes)]}
+        (folder / f"torch_r{r}.json").write_text(json.dumps(torch))
+        keras = {"seconds_per_step": {c: scale * 0.05 * (i + 1) for i, (c, _) in enumerate(modes)}}
+        (folder / f"keras_r{r}" / "speed_cpu_xlaoff_peer.json").write_text(json.dumps(keras))
+    (folder / "keras_rss_mgr").mkdir()
+    (folder / "keras_rss_mgr" / "speed_cpu_xlaoff_peer.json").write_text(
+        json.dumps({"seconds_per_step": {}, "process_peak_rss_bytes": 600 * 2**20}))
+    md = against_torch.report(str(folder), rounds=2)
+    # keras 0.05 (x1, x2) against torch 0.1: ratios 0.50 and 1.00.
+    assert "| base (base) | 0.100 / 0.100 | 0.050 / 0.100 | 0.50 / 1.00 | 100 / - |" in md
+    assert "| mgr (mgr k=1) | 0.500 / 0.500 | 0.250 / 0.500 | 0.50 / 1.00 | 500 / 600 |" in md
