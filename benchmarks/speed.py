@@ -3,11 +3,13 @@
     python benchmarks/speed.py                     # CPU, no XLA
     python benchmarks/speed.py --jit_compile       # XLA (meant for a GPU)
     python benchmarks/speed.py --quick             # smoke configuration
+    python benchmarks/speed.py --networks=resnet18 --image_size=64 --channels=3 \
+        --configs=base,pcr,mgr,mgr/mb4,mgr/mb8 --steps=2 --rounds=1 --throughput= --nobreakdown
     python benchmarks/speed.py --networks=peer --batch_size=64 --configs=base,gda,pcr,mgr:5,mgr \
         --throughput= --nobreakdown               # the PyTorch reference's networks
 
 Every configuration trains the same backbone with the same real and synthetic
-batch sizes and the same generator, in one process: `small_cnn` and the
+batch sizes and the same generator, in one process: `small_cnn` (or `resnet18`) and the
 project's conditional generator, or with `--networks=peer` the networks of
 the PyTorch reference step (`peer_networks.py`: a 3-block ResNet, a
 DCGAN-style generator, a one-hidden-layer unconditional finder, flip +
@@ -66,7 +68,7 @@ from absl import app, flags  # noqa: E402
 from peer_networks import peer_backbone, peer_generator, peer_wrap_options  # noqa: E402
 
 import keras_mgr  # noqa: E402
-from keras_mgr.backbones import small_cnn  # noqa: E402
+from keras_mgr.backbones import resnet18, small_cnn  # noqa: E402
 from keras_mgr.generators import conditional_generator  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -77,8 +79,9 @@ flags.DEFINE_integer("channels", 1, "Image channels.")
 _common.define("integer", "steps", 10, "Timed steps per configuration and round.")
 flags.DEFINE_integer("rounds", 5, "Rounds over all configurations.")
 flags.DEFINE_bool("jit_compile", False, "Compile the steps with XLA.")
-flags.DEFINE_enum("networks", "small_cnn", ["small_cnn", "peer"],
-                  "small_cnn + the project's generator, or the PyTorch reference's networks.")
+flags.DEFINE_enum("networks", "small_cnn", ["small_cnn", "resnet18", "peer"],
+                  "small_cnn or resnet18 with the project's generator, or the PyTorch "
+                  "reference's networks.")
 flags.DEFINE_list("configs",
                   ["base", "gda", "gda+pool", "metagda", "pcr", "pcr+pool", "mgr:inf",
                    "mgr", "mgr:5", "mgr/fd", "pcr@16", "pcr@8", "mgr@16", "mgr@8"],
@@ -129,7 +132,7 @@ def build(config, image_shape, generator, batch_size, synthetic_batch_size, jit_
           networks="small_cnn"):
     mode, every, pool, sbs = parse_config(config)
     keras.utils.set_random_seed(0)
-    backbone, options = small_cnn(image_shape), {}
+    backbone, options = (resnet18 if networks == "resnet18" else small_cnn)(image_shape), {}
     if networks == "peer":
         backbone = peer_backbone(image_shape)
         options = peer_wrap_options() if mode != "base" else {}
