@@ -478,7 +478,7 @@ def test_peer_networks_match_the_reference_parameter_counts():
 
 
 def test_speed_times_the_peer_networks():
-    code = ("import speed; s, m, models, _ = speed.measure(['pcr', 'mgr'], (32, 32, 1), 1, 1, 4,"
+    code = ("import speed; s, m, models, _ = speed.measure(['mgr'], (32, 32, 1), 1, 1, 4,"
             " networks='peer'); mgr = models['mgr'];"
             " print('PEER', mgr.backbone.name, mgr.generator.name, len(mgr.finder.hidden),"
             " mgr.regularizer.augmentation.brightness, s['mgr'] > 0, m['mgr'] > 0)")
