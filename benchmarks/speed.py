@@ -132,14 +132,11 @@ def build(config, image_shape, generator, batch_size, synthetic_batch_size, jit_
           networks="small_cnn"):
     mode, every, pool, sbs = parse_config(config)
     keras.utils.set_random_seed(0)
-    backbone, options = (resnet18 if networks == "resnet18" else small_cnn)(image_shape), {}
-    if networks == "peer":
-        backbone = peer_backbone(image_shape)
-        options = peer_wrap_options() if mode != "base" else {}
-        if mode not in ("mgr", "metagda"):
-            options = {k: v for k, v in options.items() if not k.startswith("finder")}
-        if mode not in ("mgr", "pcr"):
-            options.pop("augmentation", None)
+    backbone = {"peer": peer_backbone, "resnet18": resnet18}.get(networks, small_cnn)(image_shape)
+    options = {}
+    if networks == "peer":  # the reference's finder (finder modes) and views (PCR modes)
+        options = {k: v for k, v in peer_wrap_options().items()
+                   if mode in (("mgr", "pcr") if k == "augmentation" else ("mgr", "metagda"))}
     model = keras_mgr.wrap(
         backbone, generator, mode=mode, meta_every=every, seed=0, **options,
         synthetic_pool_size=1024 if pool else 0,

@@ -330,6 +330,7 @@ def test_paper_backbones():
         paper.make_backbone("NoSuchNet", (32, 32, 3))
 
 
+@pytest.mark.slow  # a CLI process (28 s); the probe has the fast test below
 def test_finder_signal_end_to_end(tmp_path):
     cmd = [sys.executable, os.path.join(BENCHMARKS, "finder_signal.py"), "--dataset=digits",
            "--per_class=10", "--seeds=0", "--steps=14", "--probe_every=1", "--gan_steps=2",
@@ -477,6 +478,19 @@ def test_peer_networks_match_the_reference_parameter_counts():
         [np.zeros((2, 64), "float32"), np.array([0, 9], "int32")]).shape == (2, 32, 32, 1)
 
 
+def test_speed_builds_the_peer_networks():
+    import speed
+
+    generator = speed.make_generator("peer", (32, 32, 1))
+    mgr = speed.build("mgr:5", (32, 32, 1), generator, 4, 0, False, networks="peer")
+    pcr = speed.build("pcr", (32, 32, 1), generator, 4, 0, False, networks="peer")
+    assert (mgr.backbone.name, mgr.generator.name, mgr.meta_every) == (
+        "peer_backbone", "peer_generator", 5)
+    assert len(mgr.finder.hidden) == 1 and mgr.regularizer.augmentation.brightness == 0.0
+    assert pcr.finder is None and pcr.regularizer.augmentation.brightness == 0.0
+
+
+@pytest.mark.slow  # a process timing a step; test_speed_builds_the_peer_networks is the fast check
 def test_speed_times_the_peer_networks():
     code = ("import speed; s, m, models, _ = speed.measure(['mgr'], (32, 32, 1), 1, 1, 4,"
             " networks='peer'); mgr = models['mgr'];"
