@@ -9,8 +9,9 @@ base, gda, pcr and mgr (meta_every 5 and 1) on a 3-block ResNet with batch
 64 real + 64 synthetic. This driver alternates, `--rounds` times, one run of
 that script and one run of `speed.py --networks=peer` (the same networks and
 batches built in Keras, `peer_networks.py`), so machine noise hits both
-alike, then times keras_mgr's mgr modes once more each in a process of its
-own for their peak RSS (PyTorch reports each mode's peak after resetting the
+alike, then times keras_mgr's base and mgr modes (mgr also with
+`meta_microbatches=4`) once more, each in a process of its own, for their
+peak RSS (PyTorch reports each mode's peak after resetting the
 kernel's mark). Run it on an idle machine.
 
 What is compared: PyTorch's median seconds per step (for meta_every 5 the
@@ -55,8 +56,8 @@ def measure(folder, torch_script, torch_python, rounds):
               os.path.join(folder, f"torch_r{r}.json")], cwd=os.path.dirname(torch_script))
         _run([sys.executable] + SPEED + ["--configs=" + ",".join(MODES), "--rounds=3",
                                          f"--out={folder}/keras_r{r}"])
-    # speed.py's allocator statistics need TensorFlow's BFC allocator, which
-    # holds on to memory: RSS is measured with the default one, as users run.
+    # RSS with TensorFlow's default CPU allocator, as users run: speed.py's
+    # allocator column needs the BFC allocator, which is not the default.
     env = dict(os.environ, TF_CPU_ALLOCATOR_USE_BFC="false")
     for config in RSS_CONFIGS:
         _run([sys.executable] + SPEED + [f"--configs={config}", "--rounds=1",
