@@ -22,10 +22,11 @@ rounds reported, so that machine noise (another process on the machine) hits
 all configurations alike; the ratio to base is the number to compare across
 machines.
 
-Config syntax: `mode[:k][+pool][@s][/fd|/mbK]`: `:k` sets meta_every=k (`:inf`:
-only the first step is a meta step, i.e. the plain mgr step), `+pool` a
-1024-image synthetic pool, `@s` synthetic_batch_size=s, `/fd` the
-finite-difference meta-gradient, `/mbK` meta_microbatches=K.
+Config syntax: `mode[:k][+pool][@s][/fd][/mbK][/kerasbn]`: `:k` sets
+meta_every=k (`:inf`: only the first step is a meta step, i.e. the plain mgr
+step), `+pool` a 1024-image synthetic pool, `@s` synthetic_batch_size=s, `/fd`
+the finite-difference meta-gradient, `/mbK` meta_microbatches=K, `/kerasbn`
+Keras's own BatchNorm pass (`wrap(fused_batchnorm=False)`).
 
 Peak memory: TensorFlow's allocator statistics for the device
 (`tf.config.experimental.get_memory_info`): the peak during the timed steps
@@ -40,8 +41,11 @@ functions (real-batch CE forward + backward; finder + generator forward; PCR's
 two augmented views through the backbone, forward + backward) and the meta
 step as the difference between the `mgr:1` and the plain `mgr:inf` step.
 
-Process peak RSS (`getrusage`) is reported once for the whole run: time a
-single configuration per process to compare it with another framework's.
+Process peak RSS is reported once for the whole run (`getrusage`), and once
+over the timed steps: after the warm-up (tracing, the first steps) Python's
+garbage and malloc's free pages are released and the kernel's peak mark is
+reset, as the PyTorch reference does before each mode. Time a single
+configuration per process to compare it with another framework's.
 
 Throughput: one epoch of `fit` on the digits training split as a shuffled
 `tf.data` pipeline (`Dataset.as_dataset`), after a warm-up epoch.
@@ -49,6 +53,8 @@ Throughput: one epoch of `fit` on the digits training split as a shuffled
 Writes `<out>/speed_<device>_xla<on|off>.{md,json}`.
 """
 
+import ctypes
+import gc
 import json
 import os
 import resource
@@ -110,14 +116,32 @@ class StepTimer(keras.callbacks.Callback):
 def parse_config(config):
     """`"mgr:5+pool@16"` -> (mode, meta_every, pool, synthetic_batch_size or None).
 
-    A trailing `/fd` (not returned here) selects the finite-difference meta-gradient.
+    The `/` options (not returned here) are read by `config_options`.
     """
-    config = config.removesuffix("/fd").partition("/mb")[0]
+    config = config.partition("/")[0]
     config, _, sbs = config.partition("@")
     config, pool, _ = config.partition("+pool")
     mode, _, every = config.partition(":")
     every = 10**9 if every == "inf" else int(every or 1)
     return mode, every, bool(pool), int(sbs) if sbs else None
+
+
+def config_options(config):
+    """`wrap()` arguments of a config's `/` options: `"mgr/fd/mb4/kerasbn"` ->
+    finite-difference meta-gradient, 4 micro-batches, Keras's BatchNorm pass."""
+    options = {"meta_gradient": "second_order", "meta_microbatches": 1,
+               "fused_batchnorm": True}
+    for option in config.split("/")[1:]:
+        if option == "fd":
+            options["meta_gradient"] = "finite_difference"
+        elif option.startswith("mb") and option[2:].isdigit():
+            options["meta_microbatches"] = int(option[2:])
+        elif option == "kerasbn":
+            options["fused_batchnorm"] = False
+        else:
+            raise ValueError(f"Unknown config option /{option} in {config!r}: "
+                             "expected /fd, /mbK or /kerasbn.")
+    return options
 
 
 def make_generator(networks, image_shape):
@@ -142,8 +166,7 @@ def build(config, image_shape, generator, batch_size, synthetic_batch_size, jit_
         synthetic_pool_size=1024 if pool else 0,
         synthetic_batch_size=sbs or synthetic_batch_size or None,
         meta_batch_size=batch_size,
-        meta_gradient="finite_difference" if config.endswith("/fd") else "second_order",
-        meta_microbatches=int(config.partition("/mb")[2] or 1),
+        **config_options(config),
     )
     model.compile(jit_compile=jit_compile)
     return model
@@ -167,10 +190,12 @@ def _memory():
 
 
 def measure(configs, image_shape, steps, rounds, batch_size, synthetic_batch_size=0,
-            jit_compile=False, networks="small_cnn"):
+            jit_compile=False, networks="small_cnn", rss=None):
     """Per config: median seconds per step and peak working memory (bytes).
 
-    Returns `(seconds, memory, models, generator)`.
+    Returns `(seconds, memory, models, generator)`. A dict `rss` receives
+    `"steps_peak"`: the process's peak RSS (bytes) over the timed steps, the
+    mark reset after the warm-up (None where the kernel refuses the reset).
     """
     generator = make_generator(networks, image_shape)
     rng = np.random.default_rng(0)
@@ -186,6 +211,7 @@ def measure(configs, image_shape, steps, rounds, batch_size, synthetic_batch_siz
     for model in models.values():
         model.fit(x[: 3 * batch_size], y[: 3 * batch_size], batch_size=batch_size,
                   epochs=1, verbose=0, shuffle=False)
+    reset = _reset_peak_rss()
     device, stats = _memory()
     if stats is None:  # not measured: shown as "-", never as 0
         memory = {c: None for c in configs}
@@ -201,10 +227,37 @@ def measure(configs, image_shape, steps, rounds, batch_size, synthetic_batch_siz
             if after is not None:
                 memory[c] = max(memory[c], after["peak"] - before["current"])
             times[c].append(float(np.mean(timer.times)))
+    if rss is not None:
+        rss["steps_peak"] = _peak_rss() if reset else None
     # Mean step time within a round (so that meta_every=k counts its meta
     # steps: a median of single steps would hide them), median over rounds.
     seconds = {c: float(np.median(t)) for c, t in times.items()}
     return seconds, memory, models, generator
+
+
+def _reset_peak_rss():
+    """Frees what Python and malloc hold, then resets the kernel's peak-RSS mark
+    (as the PyTorch reference does before each mode). False if refused."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss():
+    """The process's peak RSS in bytes since start or the last reset (VmHWM)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _median_seconds(fn, repeats):
@@ -272,9 +325,10 @@ def throughput(configs, generator, batch_size, synthetic_batch_size, jit_compile
     return result
 
 
-def report(f, seconds, memory, parts, images_per_second, device_name, peak_rss=None):
+def report(f, seconds, memory, parts, images_per_second, device_name, peak_rss=None,
+           steps_rss=None):
     base = seconds.get("base", next(iter(seconds.values())))
-    base_memory = memory.get("base") or 1
+    base_memory = memory.get("base")
     pcr = seconds.get("pcr")
     sbs = f["synthetic_batch_size"] or f["batch_size"]
     lines = [
@@ -289,10 +343,14 @@ def report(f, seconds, memory, parts, images_per_second, device_name, peak_rss=N
     for c, s in seconds.items():
         to_pcr = f"{s / pcr:.2f}" if pcr else "-"
         mem = memory.get(c)
-        mem = "- | -" if mem is None else f"{mem / 2**20:.1f} | {mem / base_memory:.2f}"
+        ratio = f"{mem / base_memory:.2f}" if mem is not None and base_memory else "-"
+        mem = "- | -" if mem is None else f"{mem / 2**20:.1f} | {ratio}"
         lines.append(f"| {c} | {1000 * s:.1f} | {s / base:.2f} | {to_pcr} | {mem} |")
     if peak_rss:
         lines += ["", f"Process peak RSS: {peak_rss / 2**20:.0f} MiB."]
+    if peak_rss and steps_rss:
+        lines[-1] += (f" Over the timed steps (after the warm-up, freed memory trimmed "
+                      f"and the mark reset): {steps_rss / 2**20:.0f} MiB.")
     lines += _scaling(seconds, sbs)
     if parts:
         total = seconds.get("mgr")
@@ -339,9 +397,10 @@ def _scaling(seconds, sbs):
 def run(f):
     """Runs every measurement of flag dict `f`; returns (markdown, results)."""
     image_shape = (f["image_size"], f["image_size"], f["channels"])
+    rss = {}
     seconds, memory, models, generator = measure(
         f["configs"], image_shape, f["steps"], f["rounds"], f["batch_size"],
-        f["synthetic_batch_size"], f["jit_compile"], f["networks"])
+        f["synthetic_batch_size"], f["jit_compile"], f["networks"], rss)
     parts = {}
     mgr = models.get("mgr")
     if f["breakdown"] and mgr is not None:
@@ -353,9 +412,10 @@ def run(f):
         f["throughput"]) else {}
     device = tf.config.list_logical_devices()[-1].name
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    md = report(f, seconds, memory, parts, images_per_second, device, peak_rss)
+    md = report(f, seconds, memory, parts, images_per_second, device, peak_rss,
+                rss["steps_peak"])
     results = {"flags": f, "device": device, "seconds_per_step": seconds,
-               "process_peak_rss_bytes": peak_rss,
+               "process_peak_rss_bytes": peak_rss, "steps_peak_rss_bytes": rss["steps_peak"],
                "peak_step_memory_bytes": memory, "breakdown_seconds": parts,
                "fit_images_per_second": images_per_second}
     return md, results
@@ -380,7 +440,7 @@ def main(argv):
             r = json.load(fh)
         print(report(r["flags"], r["seconds_per_step"], r["peak_step_memory_bytes"],
                      r["breakdown_seconds"], r["fit_images_per_second"], r["device"],
-                     r.get("process_peak_rss_bytes")))
+                     r.get("process_peak_rss_bytes"), r.get("steps_peak_rss_bytes")))
         return
     md, results = run(f)
     print(md)

@@ -26,6 +26,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_mgr import numerics, random
+from keras_mgr.fused_batchnorm import unfused
 
 
 def lookahead(weights, gradients, learning_rate):
@@ -142,7 +143,7 @@ def second_order(theta_vars, extra_vars, phi_vars, real_loss, regularization, me
                 with inner.stop_recording():
                     return tf.identity(t)
 
-            with _substitute(extra_vars, extra):
+            with _substitute(extra_vars, extra), unfused():
                 weighted, parts = regularization(theta, aux["real_state"], phi, inner_stop)
             scaled_r = optimizer.scale_loss(weighted)
         r_grads = inner.gradient(scaled_r, theta + extra)  # loss-scaled
@@ -202,7 +203,9 @@ def second_order_microbatched(theta_vars, extra_vars, phi_vars, real_loss, regul
                     with inner.stop_recording():
                         return tf.identity(t)
 
-                part_weighted, _ = regularization(theta_i, aux["real_state"], phi, inner_stop)
+                with unfused():
+                    part_weighted, _ = regularization(theta_i, aux["real_state"], phi,
+                                                      inner_stop)
                 scaled_r = optimizer.scale_loss(part_weighted)
             r_grads = numerics.replica_gradient(numerics.unscale(
                 optimizer, inner.gradient(scaled_r, theta_i)))

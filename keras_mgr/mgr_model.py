@@ -13,6 +13,7 @@ from keras import ops
 
 from keras_mgr import batchnorm, checks, meta, numerics, saving, schedule, terms
 from keras_mgr.finder import Finder
+from keras_mgr.fused_batchnorm import fuse as fuse_batchnorm
 from keras_mgr.objective import Objective
 from keras_mgr.regularizer import MGRRegularizer
 from keras_mgr.synthesis import Synthesis, make_pool
@@ -48,13 +49,17 @@ class MGRModel(keras.Model):
                  synthetic_batch_size=None, meta_batch_size=64, lookahead_training=True,
                  finite_difference_epsilon=0.01, latent_dim=None, image_shape=None,
                  latent_space="z", synthetic_pool_size=0, meta_holdout_size=0,
-                 checkpoint_generator=True, seed=None, meta_microbatches=1, **kwargs):
+                 checkpoint_generator=True, seed=None, meta_microbatches=1, fused_batchnorm=True,
+                 **kwargs):
         super().__init__(**kwargs)
         checks.choice("mode", mode, MODES)
         checks.choice("meta_gradient", meta_gradient, META_GRADIENTS)
         term_class, self.uses_finder = terms.MODE_TABLE[mode]
         number = checks.number
         self.backbone, self.head = backbone, head
+        self.fused_batchnorm = bool(fused_batchnorm)
+        if self.fused_batchnorm:
+            fuse_batchnorm(backbone)
         self.checkpoint_generator = bool(checkpoint_generator)
         if self.checkpoint_generator:
             self._generator = generator

@@ -41,7 +41,7 @@ OPTIONS = ("num_classes", "mode", "pcr_weight", "gda_weight", "meta_every", "met
            "finder_learning_rate", "synthetic_batch_size", "meta_batch_size",
            "lookahead_training", "finite_difference_epsilon", "latent_dim", "image_shape",
            "latent_space", "synthetic_pool_size", "meta_holdout_size",
-           "checkpoint_generator", "seed", "meta_microbatches")
+           "checkpoint_generator", "seed", "meta_microbatches", "fused_batchnorm")
 
 
 def model_config(model, base_config):

@@ -40,6 +40,7 @@ def wrap(
     synthetic_pool_size=0,
     checkpoint_generator=True,
     batchnorm_momentum=None,
+    fused_batchnorm=True,
     seed=None,
     name="mgr_model",
 ):
@@ -119,6 +120,10 @@ def wrap(
             With a few hundred training steps use about 0.9: Keras's 0.99
             (0.999 in keras.applications) leaves the moving statistics
             unconverged, and `fit` warns when that is the case.
+        fused_batchnorm: give the backbone's BatchNormalization layers
+            TensorFlow's fused training kernel (`keras_mgr.fused_batchnorm`:
+            the same function, a faster step, exact second derivatives).
+            False keeps Keras's own pass.
         seed: int or None; fixes the synthetic draws and views with the
             model's own seeded streams. Global random state (Python, NumPy,
             TensorFlow) is left alone: `keras.utils.set_random_seed` fixes
@@ -211,6 +216,7 @@ def wrap(
         synthetic_pool_size=synthetic_pool_size,
         meta_holdout_size=0 if holdout is None else len(holdout[1]),
         checkpoint_generator=checkpoint_generator, seed=seed, name=name,
+        fused_batchnorm=fused_batchnorm,
     )
     if holdout is not None:
         model.validation.holdout_images.assign(holdout[0])
