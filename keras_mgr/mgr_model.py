@@ -11,7 +11,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_mgr import batchnorm, checks, meta, numerics, saving, schedule, terms
+from keras_mgr import batchnorm, checks, meta, multi_worker, numerics, saving, schedule, terms
 from keras_mgr.finder import Finder
 from keras_mgr.fused_batchnorm import fuse as fuse_batchnorm
 from keras_mgr.objective import Objective
@@ -257,7 +257,8 @@ class MGRModel(keras.Model):
             self.synthetic_tracker.update_state(numerics.all_replicas(aux["synthetic"]))
         if self.uses_finder:
             self.latent_shift_tracker.update_state(aux["latent_shift"])
-        return self.compute_metrics(x, y, aux["logits"], sample_weight)
+        return multi_worker.step_logs(self.distribute_strategy,
+                                      self.compute_metrics(x, y, aux["logits"], sample_weight))
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -267,7 +268,18 @@ class MGRModel(keras.Model):
         self._loss_tracker.update_state(numerics.all_replicas(loss), sample_weight=ops.shape(x)[0])
         self._compile_metrics.update_state(y, logits, sample_weight)
         # Only what evaluation measures: the training-only terms would read 0.
-        return {"loss": self._loss_tracker.result(), **self._compile_metrics.result()}
+        return multi_worker.step_logs(self.distribute_strategy, {
+            "loss": self._loss_tracker.result(), **self._compile_metrics.result()})
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Under several workers Keras's own build fails (keras_mgr.multi_worker).
+        strategy = self._distribute_strategy
+        if iterator is not None and multi_worker.active(strategy):
+            for _, _, batches in iterator:
+                data_batch = multi_worker.local_batch(strategy, next(batches))
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def _ce(self, y, logits, sample_weight=None):
         return self._compile_loss(y, full_precision(logits), sample_weight)

@@ -62,60 +62,16 @@ def _local(strategy, variable):
     return values if len(values) == n else values * n
 
 
-def patch_keras_for_multi_worker():
-    """Works around two bugs of Keras 3.15's `fit` under a multi-worker
-    `MultiWorkerMirroredStrategy` (keras-team/keras#20585), in this process
-    only; what a step computes is untouched.
-
-    1. `TensorFlowTrainer._maybe_symbolic_build` (keras/src/backend/
-       tensorflow/trainer.py) calls `strategy.reduce("MEAN", (x, y),
-       axis=None)` on the whole first batch; `MirroredExtended._reduce_to`
-       maps over such a tuple, `CollectiveAllReduceExtended._reduce_to` does
-       not: "ValueError: Attempt to convert a value (PerReplica:...) with an
-       unsupported type" before the first step. That batch only gives the
-       symbolic build its shapes: the patch passes the local replica's batch.
-    2. `reduce_per_replica` (same file; `_make_function` hard-codes
-       `reduction="auto"`) reduces each step's metric results across workers
-       with `strategy.reduce("MEAN", v, axis=0)`, which fails on the scalar
-       results: "ValueError: Invalid reduction dimension 0 for input with 0
-       dimensions". The patch reduces them with `axis=None` (the mean over
-       replicas, as `reduction="mean"` does on one worker).
-    """
-    from keras.src.backend.tensorflow import trainer
-
-    build, reduce = trainer.TensorFlowTrainer._maybe_symbolic_build, trainer.reduce_per_replica
-
-    def local_batch(strategy, value):
-        if isinstance(value, tf.distribute.DistributedValues):
-            return strategy.experimental_local_results(value)[0]
-        return value
-
-    def maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if iterator is not None and self._distribute_strategy is not None:
-            for _, _, it in iterator:
-                data_batch = tf.nest.map_structure(
-                    lambda v: local_batch(self.distribute_strategy, v), next(it))
-                break
-        return build(self, data_batch=data_batch)
-
-    def reduce_per_replica(values, strategy, reduction):
-        if reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(
-                strategy):
-            return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None),
-                                         values)
-        return reduce(values, strategy, reduction)
-
-    trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
-    trainer.reduce_per_replica = reduce_per_replica
-
-
 def plain_fit_error(strategy):
-    """'' if a plain `fit` (no workaround) trains one step under `strategy`,
-    else the exception it raised."""
+    """'' if a plain Keras model's `fit` trains one step under `strategy`, else
+    the exception it raised (Keras 3.15: keras-team/keras#20585, which
+    MGRModel works around itself: keras_mgr/multi_worker.py)."""
     keras.utils.set_random_seed(0)
     with strategy.scope():
-        model = keras_mgr.wrap(tiny.backbone(), tiny.generator(), mode="base", seed=0)
-        model.compile(optimizer=keras.optimizers.SGD(0.1))
+        inputs = keras.Input((8, 8, 1))
+        model = keras.Model(inputs, keras.layers.Dense(3)(tiny.backbone()(inputs)))
+        model.compile(optimizer=keras.optimizers.SGD(0.1),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     try:
         model.fit(dataset().take(1), verbose=0)
     except Exception as error:  # noqa: BLE001 -- reported, not handled
@@ -152,6 +108,8 @@ def train(mode, strategy, seed=0, learning_rate=0.1, epochs=EPOCHS):
         result[f"step/{key}"] = np.array(values)
     for key, values in history.items():
         result[f"epoch/{key}"] = np.array(values, dtype="float64")
+    for key, value in model.evaluate(dataset(), verbose=0, return_dict=True).items():
+        result[f"epoch/evaluate_{key}"] = np.array([value], dtype="float64")
     for i, v in enumerate(model.weights):
         for r, value in enumerate(_local(strategy, v)):
             result[f"weights/{r}/{i}"] = value
@@ -171,7 +129,6 @@ def main(out_dir, modes, seed=0, learning_rate=0.1):
     index = strategy.cluster_resolver.task_id
     with open(os.path.join(out_dir, f"plain_fit-worker{index}.txt"), "w") as f:
         f.write(plain_fit_error(strategy))
-    patch_keras_for_multi_worker()
     for mode in modes.split(","):
         result = train(mode, strategy, seed=int(seed), learning_rate=float(learning_rate))
         np.savez(os.path.join(out_dir, f"{mode}-worker{index}.npz"), **result)

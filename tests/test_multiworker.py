@@ -112,6 +112,50 @@ def test_one_worker_over_two_devices_matches_mirrored_strategy(monkeypatch):
     assert_finder_moved(result)
 
 
+def test_multi_worker_helpers_keep_a_local_batch_and_make_logs_reducible(monkeypatch):
+    from keras_mgr import multi_worker
+
+    strategy = mirrored()
+    batch = next(iter(strategy.experimental_distribute_dataset(worker.dataset())))
+    x, y = multi_worker.local_batch(strategy, batch)
+    np.testing.assert_array_equal(x.numpy(), worker.dataset().unbatch().batch(8)
+                                  .take(1).get_single_element()[0].numpy())
+    assert y.shape == (8,)
+    plain = tf.ones((2, 3))
+    assert multi_worker.local_batch(strategy, plain) is plain
+    logs = {"loss": tf.constant(1.5), "accuracy": tf.constant(0.25)}
+    assert multi_worker.step_logs(strategy, logs) is logs  # one worker: unchanged
+    assert not multi_worker.active(strategy)
+    monkeypatch.setattr(multi_worker, "active", lambda strategy: True)
+    reshaped = multi_worker.step_logs(strategy, logs)
+    assert {k: v.shape for k, v in reshaped.items()} == {"loss": (1,), "accuracy": (1,)}
+
+
+def test_the_multi_worker_path_trains_as_the_default_one(monkeypatch):
+    """The fast twin of the 2-worker run for MGRModel's own workarounds: with
+    the multi-worker path forced under MirroredStrategy (the symbolic build
+    from the local batch, logs of shape (1,)), and Keras reducing the logs
+    as under several workers (`strategy.reduce("MEAN", v, axis=0)`, which
+    fails on scalars), mgr trains, logs and evaluates as without it."""
+    from keras.src.backend.tensorflow import trainer
+
+    from keras_mgr import multi_worker
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    reference = worker.train("mgr", mirrored(), epochs=1)
+    calls = []
+
+    def forced(strategy):
+        calls.append(strategy)
+        return strategy is not None
+
+    monkeypatch.setattr(multi_worker, "active", forced)
+    monkeypatch.setattr(trainer, "_collective_all_reduce_multi_worker", lambda strategy: True)
+    result = worker.train("mgr", mirrored(), epochs=1)
+    assert calls, "the multi-worker path did not run"
+    assert_same_run(result, reference, [0, 1], "mgr, multi-worker path forced")
+
+
 # The 2-process run ---------------------------------------------------------
 
 
@@ -214,10 +258,11 @@ class KerasMultiWorkerFitBug(Exception):
 @pytest.mark.xfail(raises=KerasMultiWorkerFitBug, strict=True, reason=(
     "Keras 3.15 fit() under 2+ workers: _maybe_symbolic_build strategy.reduce()s the batch "
     "tuple, and reduce_per_replica reduces scalar metrics with axis=0 "
-    "(keras-team/keras#20585); the workers patch both (multiworker_worker.py)"))
+    "(keras-team/keras#20585); MGRModel works around both (keras_mgr/multi_worker.py)"))
 def test_plain_keras_fit_trains_under_two_workers(two_workers):
-    """When Keras fixes it, this passes (strict xfail: the suite then fails):
-    drop patch_keras_for_multi_worker and the README's caveat."""
+    """A plain Keras model's fit under the same 2 workers. When Keras fixes
+    it, this passes (strict xfail: the suite then fails): drop
+    keras_mgr/multi_worker.py and the README's note."""
     _, _, plain = two_workers
     if any("Attempt to convert a value (PerReplica" in error for error in plain):
         raise KerasMultiWorkerFitBug(plain)
