@@ -41,6 +41,7 @@ Example:
 """
 
 import functools
+import threading
 
 import keras
 from keras import ops
@@ -66,16 +67,22 @@ def eligible(layer):
             and layer.epsilon >= 1e-5)
 
 
-class unfused:
-    """Within the block (while tracing), fused layers run their own `call`."""
+_STATE = threading.local()  # MirroredStrategy traces each replica in its own thread
 
-    depth = 0
+
+class unfused:
+    """Within the block (while tracing, in this thread), fused layers run
+    their own `call`."""
 
     def __enter__(self):
-        unfused.depth += 1
+        _STATE.depth = _unfused_depth() + 1
 
     def __exit__(self, *exc):
-        unfused.depth -= 1
+        _STATE.depth -= 1
+
+
+def _unfused_depth():
+    return getattr(_STATE, "depth", 0)
 
 
 def fuse(model):
@@ -100,7 +107,7 @@ def is_fused(layer):
 
 def _call(layer, keras_call, inputs, training=None, mask=None):
     rank = len(inputs.shape)
-    if (unfused.depth or not (training and layer.trainable) or mask is not None or rank < 2
+    if (_unfused_depth() or not (training and layer.trainable) or mask is not None or rank < 2
             or layer.axis not in (-1, rank - 1)
             or keras.backend.result_type(inputs.dtype, "float32") != "float32"):
         return keras_call(inputs, training=training, mask=mask)

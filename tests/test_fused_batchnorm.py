@@ -1,5 +1,7 @@
 """The fused BatchNorm training pass: Keras's function, TensorFlow's one kernel."""
 
+import threading
+
 import keras
 import numpy as np
 import pytest
@@ -78,6 +80,23 @@ def test_the_fused_kernel_runs_only_where_it_applies():
     assert "FusedBatchNormV3" not in op_types(within_unfused)
     fused_bn.trainable = False  # a frozen layer uses its moving statistics
     assert "FusedBatchNormV3" not in op_types(lambda: fused_bn(x, training=True))
+
+
+def test_unfused_holds_in_its_own_thread_only():
+    # MirroredStrategy traces each replica in a thread of its own.
+    _, fused_bn = pair((4, 3, 3, 2))
+    x = tf.ones((4, 3, 3, 2))
+    seen = {}
+
+    def other_thread():
+        seen["ops"] = op_types(lambda: fused_bn(x, training=True))
+
+    with unfused():
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+        here = op_types(lambda: fused_bn(x, training=True))
+    assert "FusedBatchNormV3" in seen["ops"] and "FusedBatchNormV3" not in here
 
 
 @pytest.mark.parametrize("options,fusable", [
