@@ -272,14 +272,9 @@ class MGRModel(keras.Model):
             "loss": self._loss_tracker.result(), **self._compile_metrics.result()})
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Under several workers Keras's own build fails (keras_mgr.multi_worker).
-        strategy = self._distribute_strategy
-        if iterator is not None and multi_worker.active(strategy):
-            for _, _, batches in iterator:
-                data_batch = multi_worker.local_batch(strategy, next(batches))
-                break
-            iterator = None
-        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        # Under several workers Keras's own fails (keras_mgr.multi_worker).
+        return super()._maybe_symbolic_build(*multi_worker.build_batch(
+            self._distribute_strategy, iterator, data_batch))
 
     def _ce(self, y, logits, sample_weight=None):
         return self._compile_loss(y, full_precision(logits), sample_weight)

@@ -42,6 +42,16 @@ def step_logs(strategy, logs):
     return keras.tree.map_structure(lambda v: ops.reshape(v, (1,)), logs)
 
 
+def build_batch(strategy, iterator, data_batch):
+    """`(iterator, data_batch)` for Keras's `_maybe_symbolic_build`: under
+    several workers, no iterator and the local replica's first batch."""
+    if iterator is None or not active(strategy):
+        return iterator, data_batch
+    for _, _, batches in iterator:
+        return None, local_batch(strategy, next(batches))
+    return None, data_batch
+
+
 def local_batch(strategy, batch):
     """`batch` with each distributed value replaced by its first local replica's."""
     def local(value):

@@ -95,13 +95,21 @@ def assert_finder_moved(result):
     assert moved > 100 * ATOL, moved
 
 
-def test_one_worker_over_two_devices_matches_mirrored_strategy(monkeypatch):
+@pytest.fixture(scope="module")
+def mirrored_mgr():
+    """mgr trained one epoch (2 steps) under MirroredStrategy: the in-process reference."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("TF_CONFIG", raising=False)
+        return worker.train("mgr", mirrored(), epochs=1)
+
+
+def test_one_worker_over_two_devices_matches_mirrored_strategy(monkeypatch, mirrored_mgr):
     """The in-process check of the default run: MultiWorkerMirroredStrategy
     without TF_CONFIG (one worker) over the 2 logical CPU devices, i.e. its
     `CollectiveAllReduceExtended` with 2 replicas, trains mgr 2 steps (the
     finder updates on the second) as MirroredStrategy does."""
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    reference = worker.train("mgr", mirrored(), epochs=1)
+    reference = mirrored_mgr
     multi = new_strategy(
         tf.distribute.MultiWorkerMirroredStrategy,
         lambda: tf.distribute.MultiWorkerMirroredStrategy._from_local_devices(
@@ -131,7 +139,7 @@ def test_multi_worker_helpers_keep_a_local_batch_and_make_logs_reducible(monkeyp
     assert {k: v.shape for k, v in reshaped.items()} == {"loss": (1,), "accuracy": (1,)}
 
 
-def test_the_multi_worker_path_trains_as_the_default_one(monkeypatch):
+def test_the_multi_worker_path_trains_as_the_default_one(monkeypatch, mirrored_mgr):
     """The fast twin of the 2-worker run for MGRModel's own workarounds: with
     the multi-worker path forced under MirroredStrategy (the symbolic build
     from the local batch, logs of shape (1,)), and Keras reducing the logs
@@ -142,7 +150,7 @@ def test_the_multi_worker_path_trains_as_the_default_one(monkeypatch):
     from keras_mgr import multi_worker
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    reference = worker.train("mgr", mirrored(), epochs=1)
+    reference = mirrored_mgr
     calls = []
 
     def forced(strategy):
