@@ -114,9 +114,8 @@ class MGRModel(keras.Model):
             self.synthetic_tracker = keras.metrics.Mean(name=self.term.name)
         if self.uses_finder:
             self.meta_tracker = schedule.MetaStepMean(name="meta_loss")
-            # The finder's diagnostics: its meta-gradient's norm (meta steps
-            # only; per replica, averaged) and the mean ||F(z) - z|| it moves
-            # the synthetic batch's latents.
+            # The finder's diagnostics: its meta-gradient's norm (meta steps only,
+            # per replica, averaged); the mean ||F(z) - z|| of the synthetic batch.
             self.meta_grad_norm_tracker = schedule.MetaStepMean(name="meta_grad_norm")
             self.latent_shift_tracker = keras.metrics.Mean(name="latent_shift")
             self.validation = ValidationBuffer(
@@ -280,9 +279,8 @@ class MGRModel(keras.Model):
         return self._compile_loss(y, full_precision(logits), sample_weight)
 
     def make_train_function(self, force=False):
-        """Two compiled step functions, the fused meta step every `meta_every`
-        steps (`schedule.alternate`); after each call the host reads the step's
-        non-finite flag (one scalar)."""
+        """Two compiled step functions, the fused meta step every `meta_every` steps
+        (`schedule.alternate`); the host reads the non-finite flag after each."""
         if self.train_function is not None and not force:
             return self.train_function
         self.nonfinite.assign(0)
@@ -301,9 +299,7 @@ class MGRModel(keras.Model):
                         None if self.term is None else self.regularizer.value_range)
         checks.checkpoint_callbacks(self, kwargs.get("callbacks"))
         if self.term is not None and not self.synthetic_batch_size:
-            size = schedule.fit_batch_size(x, args[0] if args else kwargs.get("batch_size"))
-            if size != self._fit_batch_size:
-                self._fit_batch_size, self.train_function = size, None  # retrace
+            schedule.follow_fit_batch_size(self, x, args[0] if args else kwargs.get("batch_size"))
         history = super().fit(x, y, *args, **dataset_fit_kwargs(x, kwargs))
         batchnorm.warn_if_unconverged(self.backbone, int(ops.convert_to_numpy(
             self.optimizer.iterations)))

@@ -71,6 +71,14 @@ def fit_batch_size(x, batch_size):
     return max(1, int(size) // numerics.replicas()) if size else None
 
 
+def follow_fit_batch_size(model, x, batch_size):
+    """Sets `model._fit_batch_size` (the default synthetic batch) to what
+    `fit(x, batch_size=...)` will use; a change retraces the step functions."""
+    size = fit_batch_size(x, batch_size)
+    if size != model._fit_batch_size:
+        model._fit_batch_size, model.train_function = size, None
+
+
 class MetaStepMean(keras.metrics.Mean):
     """Mean over the epoch's meta steps; in an epoch without one (meta_every
     larger than the epoch), the previous value rather than a misleading 0."""
