@@ -195,7 +195,7 @@ def second_order_microbatched(theta_vars, extra_vars, phi_vars, real_loss, regul
         with tf.control_dependencies(meta_grads or after), tf.GradientTape(
                 watch_accessed_variables=False) as outer:
             outer.watch(phi)
-            with tf.GradientTape(watch_accessed_variables=False) as inner:
+            with tf.GradientTape(watch_accessed_variables=False) as inner, unfused():
                 theta_i = [tf.identity(t) for t in theta]
                 inner.watch(theta_i)
 
@@ -203,9 +203,7 @@ def second_order_microbatched(theta_vars, extra_vars, phi_vars, real_loss, regul
                     with inner.stop_recording():
                         return tf.identity(t)
 
-                with unfused():
-                    part_weighted, _ = regularization(theta_i, aux["real_state"], phi,
-                                                      inner_stop)
+                part_weighted, _ = regularization(theta_i, aux["real_state"], phi, inner_stop)
                 scaled_r = optimizer.scale_loss(part_weighted)
             r_grads = numerics.replica_gradient(numerics.unscale(
                 optimizer, inner.gradient(scaled_r, theta_i)))
@@ -217,10 +215,9 @@ def second_order_microbatched(theta_vars, extra_vars, phi_vars, real_loss, regul
     factor = -ops.cast(learning_rate, dot.dtype) / ops.cast(
         numerics.unscale_factor(optimizer), dot.dtype)
     meta_grads = [ops.cast(factor, g.dtype) * g for g in meta_grads]
-    k = len(regularizations)
-    aux.update({"synthetic": sum(p["synthetic"] for p in parts) / k,
+    aux.update({"synthetic": sum(p["synthetic"] for p in parts) / len(parts),
                 "synthetic_state": parts[-1]["synthetic_state"],
-                "latent_shift": sum(p["latent_shift"] for p in parts) / k})
+                "latent_shift": sum(p["latent_shift"] for p in parts) / len(parts)})
     return meta_grads, grads, loss_val, real + weighted, aux
 
 

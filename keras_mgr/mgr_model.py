@@ -90,16 +90,12 @@ class MGRModel(keras.Model):
         if not self.regularizer.built:
             self.regularizer.build(backbone.output_shape)
         self.sampler = SyntheticSampler(self.latent_dim, self.num_classes, seed=seed)
-        self.synthetic_pool_size = int(number("synthetic_pool_size", synthetic_pool_size,
-                                              integer=True))
+        self.synthetic_pool_size = number("synthetic_pool_size", synthetic_pool_size, integer=True)
         self.meta_holdout_size = int(meta_holdout_size)
-        self.meta_microbatches = int(number("meta_microbatches", meta_microbatches, 1,
-                                            integer=True))
-        pool = None
-        if self.synthetic_pool_size:
-            pool = make_pool(self, self.generator, self.synthetic_pool_size, mode,
-                             int(self.sampler.seed_state.numpy()[0]), self.num_classes,
-                             self.latent_dim, self.image_shape)
+        self.meta_microbatches = number("meta_microbatches", meta_microbatches, 1, integer=True)
+        pool = make_pool(self, self.generator, self.synthetic_pool_size, mode,
+                         int(self.sampler.seed_state.numpy()[0]), self.num_classes,
+                         self.latent_dim, self.image_shape) if self.synthetic_pool_size else None
         self.synthesis = None if term_class is None else Synthesis(
             lambda: self.generator, self.sampler, self.image_shape, self.compute_dtype,
             self.finder, latent_space, pool)
@@ -114,8 +110,7 @@ class MGRModel(keras.Model):
             self.synthetic_tracker = keras.metrics.Mean(name=self.term.name)
         if self.uses_finder:
             self.meta_tracker = schedule.MetaStepMean(name="meta_loss")
-            # The finder's diagnostics: its meta-gradient's norm (meta steps only,
-            # per replica, averaged); the mean ||F(z) - z|| of the synthetic batch.
+            # Finder diagnostics: meta-gradient norm (meta steps), mean ||F(z) - z||.
             self.meta_grad_norm_tracker = schedule.MetaStepMean(name="meta_grad_norm")
             self.latent_shift_tracker = keras.metrics.Mean(name="latent_shift")
             self.validation = ValidationBuffer(
@@ -207,10 +202,8 @@ class MGRModel(keras.Model):
         updated = theta_vars + self.regularizer.trainable_variables
         state = [v.value for v in self.backbone.non_trainable_variables]
         phi_vars = self.finder.trainable_variables if self.uses_finder else []
-        draws = None
-        if self.term is not None:
-            draws = self.objective.draw(self.synthetic_batch_size or self._fit_batch_size
-                                        or ops.shape(x)[0])
+        draws = None if self.term is None else self.objective.draw(
+            self.synthetic_batch_size or self._fit_batch_size or ops.shape(x)[0])
         loss_val = meta_grads = None
         if meta_step and self.uses_finder:
             x_val, y_val, val_weights = self.validation.batch()
