@@ -44,7 +44,11 @@ import functools
 import threading
 
 import keras
+import tensorflow as tf
 from keras import ops
+
+from keras_mgr.batchnorm import batchnorm_layers
+from keras_mgr.layers import ExactBatchNormalization
 
 # cuDNN's smallest epsilon (TensorFlow raises smaller ones to this, as Keras 2 did).
 MIN_EPSILON = 1.001e-5
@@ -52,8 +56,6 @@ MIN_EPSILON = 1.001e-5
 
 def _default_moments(layer):
     """Whether `layer` computes Keras's batch moments (or their exact form)."""
-    from keras_mgr.layers import ExactBatchNormalization
-
     base = keras.layers.BatchNormalization
     return (type(layer).call is base.call
             and type(layer)._moments in (base._moments, ExactBatchNormalization._moments))
@@ -88,8 +90,6 @@ def _unfused_depth():
 def fuse(model):
     """Installs the fused training pass on every eligible BatchNormalization
     layer of `model` (nested models included). Returns how many have it."""
-    from keras_mgr.batchnorm import batchnorm_layers
-
     count = 0
     for layer in batchnorm_layers(model):
         if eligible(layer):
@@ -111,8 +111,6 @@ def _call(layer, keras_call, inputs, training=None, mask=None):
             or layer.axis not in (-1, rank - 1)
             or keras.backend.result_type(inputs.dtype, "float32") != "float32"):
         return keras_call(inputs, training=training, mask=mask)
-    import tensorflow as tf
-
     channels = inputs.shape[-1]
     x = ops.cast(inputs, "float32")
     shape = tf.shape(x)
