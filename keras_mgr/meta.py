@@ -67,7 +67,7 @@ def finite_difference_epsilon(direction, epsilon):
     return epsilon / (global_norm(direction) + 1e-12)
 
 
-def _real_gradients(theta, variables, real_loss, optimizer):
+def real_gradients(theta, variables, real_loss, optimizer):
     """`(real, aux, grads)`: the real batch's loss, loss-scaled gradient."""
     with tf.GradientTape() as tape:
         real, aux = real_loss(theta)
@@ -75,7 +75,7 @@ def _real_gradients(theta, variables, real_loss, optimizer):
     return real, aux, tape.gradient(scaled, variables)
 
 
-def _validation_gradient(theta, grads, n, meta_loss, real_state, optimizer, learning_rate):
+def validation_gradient(theta, grads, n, meta_loss, real_state, optimizer, learning_rate):
     """`(loss_val, v)` at theta' = lookahead(theta, grads); v loss-scaled."""
     theta_look = lookahead(theta, numerics.replica_gradient(
         numerics.unscale(optimizer, grads[:n])), learning_rate)
@@ -88,6 +88,28 @@ def _validation_gradient(theta, grads, n, meta_loss, real_state, optimizer, lear
 
 def _add(grads, more):  # two gradient lists whose entries may be None
     return [a if b is None else (b if a is None else a + b) for a, b in zip(grads, more)]
+
+
+def inner_stop(tape):
+    """A stop-gradient for `tape` only: an outer tape still sees through it
+    (how the SimSiam target depends on phi)."""
+    def stop(t):
+        with tape.stop_recording():
+            return tf.identity(t)
+    return stop
+
+
+def inner_product(grads, vectors):
+    """`sum <g, stop_gradient(v)>` over the pairs where both exist."""
+    return ops.sum(ops.stack([ops.sum(g * ops.cast(tf.stop_gradient(w), g.dtype))
+                              for g, w in zip(grads, vectors)
+                              if g is not None and w is not None]))
+
+
+def meta_scale(optimizer, learning_rate, dtype):
+    """`-eta / loss_scale` in `dtype`: turns `d <grad R, v> / d phi` (v
+    loss-scaled) into the meta-gradient."""
+    return -ops.cast(learning_rate, dtype) / ops.cast(numerics.unscale_factor(optimizer), dtype)
 
 
 def random_direction(grads, seed_state):
@@ -128,7 +150,7 @@ def second_order(theta_vars, extra_vars, phi_vars, real_loss, regularization, me
     # batch and the validation pass are first order.
     phi = [v.value for v in phi_vars]
     theta = [v.value for v in theta_vars]
-    real, aux, real_grads = _real_gradients(theta, list(theta_vars) + list(extra_vars),
+    real, aux, real_grads = real_gradients(theta, list(theta_vars) + list(extra_vars),
                                             real_loss, optimizer)
     with tf.GradientTape(watch_accessed_variables=False) as outer:
         outer.watch(phi)
@@ -136,88 +158,20 @@ def second_order(theta_vars, extra_vars, phi_vars, real_loss, regularization, me
             theta = [tf.identity(t) for t in theta]
             extra = [tf.identity(v.value) for v in extra_vars]
             inner.watch(theta + extra)
-
-            def inner_stop(t):
-                # Stop the inner derivative only: the outer tape still sees
-                # how the SimSiam target depends on phi.
-                with inner.stop_recording():
-                    return tf.identity(t)
-
             with _substitute(extra_vars, extra), unfused():
-                weighted, parts = regularization(theta, aux["real_state"], phi, inner_stop)
+                weighted, parts = regularization(theta, aux["real_state"], phi,
+                                                 inner_stop(inner))
             scaled_r = optimizer.scale_loss(weighted)
         r_grads = inner.gradient(scaled_r, theta + extra)  # loss-scaled
         with outer.stop_recording():
             grads = _add(real_grads, r_grads)
-            loss_val, v = _validation_gradient(theta, grads, n, meta_loss, aux["real_state"],
+            loss_val, v = validation_gradient(theta, grads, n, meta_loss, aux["real_state"],
                                                optimizer, learning_rate)
-        inner_r = numerics.replica_gradient(numerics.unscale(optimizer, r_grads[:n]))
-        dot = ops.sum(ops.stack([
-            ops.sum(g * ops.cast(tf.stop_gradient(w), g.dtype))
-            for g, w in zip(inner_r, v) if g is not None and w is not None]))
-    meta_grads = outer.gradient(dot, phi)
-    factor = -ops.cast(learning_rate, dot.dtype) / ops.cast(
-        numerics.unscale_factor(optimizer), dot.dtype)
-    meta_grads = [ops.cast(factor, g.dtype) * g for g in meta_grads]
+        dot = inner_product(numerics.replica_gradient(
+            numerics.unscale(optimizer, r_grads[:n])), v)
+    factor = meta_scale(optimizer, learning_rate, dot.dtype)
+    meta_grads = [ops.cast(factor, g.dtype) * g for g in outer.gradient(dot, phi)]
     aux.update(parts)
-    return meta_grads, grads, loss_val, real + weighted, aux
-
-
-def second_order_microbatched(theta_vars, extra_vars, phi_vars, real_loss, regularizations,
-                              meta_loss, optimizer, learning_rate):
-    """`second_order` with the synthetic batch in k micro-batches (less memory).
-
-    `regularizations`: k functions like `second_order`'s `regularization`, on
-    one micro-batch each and divided by k (their sum is R). <grad R, v> is a
-    sum over micro-batches: k second-order passes, one alive at a time, after a
-    first-order pass for v. With BatchNorm each micro-batch's views use their
-    own statistics. Returns as `second_order`.
-    """
-    n = len(theta_vars)
-    phi = [v.value for v in phi_vars]
-    theta = [v.value for v in theta_vars]
-    real, aux, grads = _real_gradients(theta, list(theta_vars) + list(extra_vars), real_loss,
-                                       optimizer)
-    weighted, parts, after = 0.0, [], []
-    for regularization in regularizations:  # first order: the whole inner gradient
-        with tf.control_dependencies(after), tf.GradientTape() as tape:
-            part_weighted, part = regularization(theta, aux["real_state"], phi, None)
-            scaled_r = optimizer.scale_loss(part_weighted)
-        r_grads = tape.gradient(scaled_r, list(theta_vars) + list(extra_vars))
-        grads = _add(grads, r_grads)
-        weighted, after = weighted + part_weighted, [g for g in r_grads if g is not None]
-        parts.append(part)
-    loss_val, v = _validation_gradient(theta, grads, n, meta_loss, aux["real_state"],
-                                       optimizer, learning_rate)
-    v = [tf.stop_gradient(w) for w in v]
-    meta_grads = None
-    for regularization in regularizations:  # second order, one micro-batch at a time
-        with tf.control_dependencies(meta_grads or after), tf.GradientTape(
-                watch_accessed_variables=False) as outer:
-            outer.watch(phi)
-            with tf.GradientTape(watch_accessed_variables=False) as inner, unfused():
-                theta_i = [tf.identity(t) for t in theta]
-                inner.watch(theta_i)
-
-                def inner_stop(t):
-                    with inner.stop_recording():
-                        return tf.identity(t)
-
-                part_weighted, _ = regularization(theta_i, aux["real_state"], phi, inner_stop)
-                scaled_r = optimizer.scale_loss(part_weighted)
-            r_grads = numerics.replica_gradient(numerics.unscale(
-                optimizer, inner.gradient(scaled_r, theta_i)))
-            dot = ops.sum(ops.stack([ops.sum(g * ops.cast(w, g.dtype))
-                                     for g, w in zip(r_grads, v) if g is not None]))
-        part_grads = outer.gradient(dot, phi)
-        meta_grads = part_grads if meta_grads is None else [
-            a + b for a, b in zip(meta_grads, part_grads)]
-    factor = -ops.cast(learning_rate, dot.dtype) / ops.cast(
-        numerics.unscale_factor(optimizer), dot.dtype)
-    meta_grads = [ops.cast(factor, g.dtype) * g for g in meta_grads]
-    aux.update({"synthetic": sum(p["synthetic"] for p in parts) / len(parts),
-                "synthetic_state": parts[-1]["synthetic_state"],
-                "latent_shift": sum(p["latent_shift"] for p in parts) / len(parts)})
     return meta_grads, grads, loss_val, real + weighted, aux
 
 

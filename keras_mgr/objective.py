@@ -12,7 +12,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_mgr import meta, numerics, terms
+from keras_mgr import meta, microbatches, numerics, terms
 from keras_mgr.utils import full_precision
 
 
@@ -33,7 +33,7 @@ class Objective:
         finite_difference_epsilon: DARTS step.
         seed_state: the sampler's seed variable (random-drift directions).
         meta_microbatches: k > 1 runs the second-order pass over k slices of
-            the synthetic batch, one at a time (`meta.second_order_microbatched`).
+            the synthetic batch, one at a time (`keras_mgr.microbatches`).
     """
 
     def __init__(self, backbone, head, term_class, weight, synthesis, cross_entropy,
@@ -132,10 +132,10 @@ class Objective:
                       val_weights, sample_weight=None):
         optimizer = self.optimizer()
         if self.meta_microbatches > 1:
-            return meta.second_order_microbatched(
+            return microbatches.second_order(
                 theta_vars, self.regularizer.trainable_variables, phi_vars,
                 lambda theta: self.real_loss(theta, state, x, y, sample_weight),
-                self._microbatch_regularizations(draws),
+                self._microbatch_regularization(draws), self.meta_microbatches,
                 lambda theta, real_state: self.meta_loss(theta, real_state, x_val, y_val,
                                                          val_weights),
                 optimizer, ops.cast(optimizer.learning_rate, keras.config.floatx()))
@@ -161,8 +161,9 @@ class Objective:
             optimizer, ops.cast(optimizer.learning_rate, keras.config.floatx()),
             self.finite_difference_epsilon, self.term.weight)
 
-    def _microbatch_regularizations(self, draws):
-        """k functions `weight * R / k` on consecutive slices of the draws."""
+    def _microbatch_regularization(self, draws):
+        """`fn(i, theta, real_state, phi, stop) -> (weight * R / k, aux)` on the
+        i-th of k consecutive slices of the draws (`i` may be a tensor)."""
         k, n = self.meta_microbatches, int(draws["labels"].shape[0])
         if n % k:
             raise ValueError(
@@ -170,18 +171,15 @@ class Objective:
                 f"meta_microbatches={k}, synthetic batch size {n}")
         m = n // k
 
-        def regularization(i):
+        def regularization(i, theta, real_state, phi, stop):
             part = tf.nest.map_structure(
-                lambda t: None if t is None else t[i * m:(i + 1) * m], draws)
+                lambda t: None if t is None else tf.gather(
+                    ops.reshape(t, (k, m) + tuple(t.shape[1:])), i), draws)
+            weighted, aux = self.regularization(theta, real_state, phi, part,
+                                                stop_gradient=stop)
+            return weighted / k, aux
 
-            def weighted_part(theta, real_state, phi, stop):
-                weighted, aux = self.regularization(theta, real_state, phi, part,
-                                                    stop_gradient=stop)
-                return weighted / k, aux
-
-            return weighted_part
-
-        return [regularization(i) for i in range(k)]
+        return regularization
 
     def _random_drift(self, *args, **kwargs):
         """The control: the exact meta-gradient's norm, a random direction."""

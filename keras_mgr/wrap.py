@@ -95,11 +95,12 @@ def wrap(
             mode (batch statistics), the same mode as the inner step.
         finite_difference_epsilon: DARTS step, divided by `||v||`.
         meta_microbatches: k > 1 splits the synthetic batch into k slices for
-            the exact meta step's second-order pass, one slice at a time: less
-            peak memory (README "Cost"), one more first-order pass over the
-            views. The meta-gradient is the same sum; with BatchNorm in the
-            backbone each slice's views use their own batch statistics, so
-            it then differs from k = 1. Must divide the synthetic batch size.
+            the exact meta step's second-order pass, one slice at a time in a
+            `tf.while_loop`: less peak memory (README "Cost"), one more
+            first-order pass over the views. The meta-gradient is the same
+            sum; with BatchNorm in the backbone each slice's views use their
+            own batch statistics, so it then differs from k = 1. Must divide
+            the synthetic batch size.
         resize_synthetic: resize generator output to the backbone input size
             (otherwise differing sizes are an error).
         input_range: `(low, high)` the backbone expects; defaults to

@@ -114,12 +114,15 @@ def test_replicas_draw_different_latents():
     assert not np.allclose(z0, z1)
 
 
-@pytest.mark.parametrize("meta_gradient", ["second_order", "finite_difference"])
-def test_meta_gradient_is_the_mean_of_per_replica_lookaheads(meta_gradient):
+@pytest.mark.parametrize("meta_gradient,microbatches", [
+    ("second_order", 1), ("second_order", 2), ("finite_difference", 1)])
+def test_meta_gradient_is_the_mean_of_per_replica_lookaheads(meta_gradient, microbatches):
     """Chosen semantics: each replica looks ahead with its own batch's inner
-    gradient; the finder step averages the replicas' meta-gradients."""
+    gradient; the finder step averages the replicas' meta-gradients (also with
+    the micro-batches' loop running in each replica)."""
     s = strategy()
-    model = build("mgr", scope=s, meta_gradient=meta_gradient)
+    model = build("mgr", scope=s, meta_gradient=meta_gradient,
+                  meta_microbatches=microbatches)
     x, y = tiny.data(16)
     x_val, y_val = tiny.data(16, seed=1)
     draws = model.objective.draw(16)

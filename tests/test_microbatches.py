@@ -3,12 +3,13 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 import tiny
 
 K = (1, 2, 4)
 
 
-def _meta_step(k, consistency, norm=None):
+def _model(k, consistency="l2", norm=None):
     model = tiny.wrapped("mgr", norm=norm, consistency=consistency, synthetic_batch_size=8,
                          meta_microbatches=k, optimizer=keras.optimizers.SGD(0.5))
     rng = np.random.default_rng(1)
@@ -16,9 +17,14 @@ def _meta_step(k, consistency, norm=None):
         v.assign(v.numpy() + 0.3 * rng.standard_normal(v.shape))
     x, y = tiny.data(12, seed=3)
     state = [v.value for v in model.backbone.non_trainable_variables]
-    meta_grads, inner, loss_val, total, aux = model.objective.meta_gradient(
+    draws = model.objective.draw(8)
+    return lambda: model.objective.meta_gradient(
         model.classifier_variables, state, model.finder.trainable_variables, x[:6], y[:6],
-        model.objective.draw(8), x[6:], y[6:], np.ones(6, "float32"))
+        draws, x[6:], y[6:], np.ones(6, "float32"))
+
+
+def _meta_step(k, consistency, norm=None):
+    meta_grads, inner, loss_val, total, aux = _model(k, consistency, norm)()
     return [np.asarray(g) for g in meta_grads], [np.asarray(g) for g in inner], aux, total
 
 
@@ -53,6 +59,17 @@ def test_with_batchnorm_slices_normalise_separately_and_train():
     assert np.isfinite(history["meta_grad_norm"][0]) and history["meta_grad_norm"][0] > 0
     assert any(not np.allclose(a.numpy(), b) for a, b in zip(model.finder.weights, finder))
     assert model.get_config()["meta_microbatches"] == 2
+
+
+def test_the_graph_holds_one_pass_whatever_the_number_of_slices():
+    """The slices run as a `tf.while_loop`: tracing k = 2 and k = 4 gives
+    graphs of the same size (an unrolled Python loop grows with k: more
+    tracing time and more process memory for the graph)."""
+    def nodes(k):
+        graph = tf.function(_model(k, norm="keras")).get_concrete_function().graph.as_graph_def()
+        return len(graph.node) + sum(len(f.node_def) for f in graph.library.function)
+
+    assert nodes(2) == nodes(4)
 
 
 def test_slices_must_divide_the_synthetic_batch():

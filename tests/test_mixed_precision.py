@@ -21,6 +21,15 @@ def build(mode, **kwargs):
     return tiny.wrapped(mode, "keras", **kwargs)
 
 
+def test_meta_microbatches_train(policy):
+    """The micro-batches' loop carries float32 sums under either policy."""
+    x, y = tiny.data(24)
+    model = build("mgr", meta_every=1, meta_microbatches=2)
+    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history
+    assert all(np.isfinite(v).all() for v in history.values()), history
+    assert history["meta_grad_norm"][-1] > 0
+
+
 @pytest.mark.parametrize("mode", keras_mgr.MODES)
 def test_every_mode_trains(policy, mode):
     """Three steps of 8; in the finder modes each is a meta step, and the
