@@ -190,12 +190,15 @@ def _memory():
 
 
 def measure(configs, image_shape, steps, rounds, batch_size, synthetic_batch_size=0,
-            jit_compile=False, networks="small_cnn", rss=None):
+            jit_compile=False, networks="small_cnn", rss=None, warmup=None):
     """Per config: median seconds per step and peak working memory (bytes).
 
     Returns `(seconds, memory, models, generator)`. A dict `rss` receives
     `"steps_peak"`: the process's peak RSS (bytes) over the timed steps, the
     mark reset after the warm-up (None where the kernel refuses the reset).
+    A dict `warmup` receives each config's warm-up seconds (tracing,
+    compilation and 3 steps; configs warm up in order, the first also pays
+    TensorFlow's one-time start).
     """
     generator = make_generator(networks, image_shape)
     rng = np.random.default_rng(0)
@@ -208,9 +211,12 @@ def measure(configs, image_shape, steps, rounds, batch_size, synthetic_batch_siz
     memory = {c: 0 for c in configs}
     # Warm-up: tracing and compilation; two batches so that a meta step, the
     # validation buffer (filled after one batch) and a plain step all run.
-    for model in models.values():
+    for c, model in models.items():
+        start = time.perf_counter()
         model.fit(x[: 3 * batch_size], y[: 3 * batch_size], batch_size=batch_size,
                   epochs=1, verbose=0, shuffle=False)
+        if warmup is not None:
+            warmup[c] = time.perf_counter() - start
     reset = _reset_peak_rss()
     device, stats = _memory()
     if stats is None:  # not measured: shown as "-", never as 0
@@ -326,7 +332,7 @@ def throughput(configs, generator, batch_size, synthetic_batch_size, jit_compile
 
 
 def report(f, seconds, memory, parts, images_per_second, device_name, peak_rss=None,
-           steps_rss=None):
+           steps_rss=None, warmup=None):
     base = seconds.get("base", next(iter(seconds.values())))
     base_memory = memory.get("base")
     pcr = seconds.get("pcr")
@@ -351,6 +357,10 @@ def report(f, seconds, memory, parts, images_per_second, device_name, peak_rss=N
     if peak_rss and steps_rss:
         lines[-1] += (f" Over the timed steps (after the warm-up, freed memory trimmed "
                       f"and the mark reset): {steps_rss / 2**20:.0f} MiB.")
+    if warmup:
+        lines += ["", "Warm-up (tracing, compilation and 3 steps; in this order, the first "
+                  "also pays TensorFlow's start), s: "
+                  + ", ".join(f"{c} {w:.1f}" for c, w in warmup.items()) + "."]
     lines += _scaling(seconds, sbs)
     if parts:
         total = seconds.get("mgr")
@@ -397,10 +407,10 @@ def _scaling(seconds, sbs):
 def run(f):
     """Runs every measurement of flag dict `f`; returns (markdown, results)."""
     image_shape = (f["image_size"], f["image_size"], f["channels"])
-    rss = {}
+    rss, warmup = {}, {}
     seconds, memory, models, generator = measure(
         f["configs"], image_shape, f["steps"], f["rounds"], f["batch_size"],
-        f["synthetic_batch_size"], f["jit_compile"], f["networks"], rss)
+        f["synthetic_batch_size"], f["jit_compile"], f["networks"], rss, warmup)
     parts = {}
     mgr = models.get("mgr")
     if f["breakdown"] and mgr is not None:
@@ -413,8 +423,9 @@ def run(f):
     device = tf.config.list_logical_devices()[-1].name
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     md = report(f, seconds, memory, parts, images_per_second, device, peak_rss,
-                rss["steps_peak"])
+                rss["steps_peak"], warmup)
     results = {"flags": f, "device": device, "seconds_per_step": seconds,
+               "warmup_seconds": warmup,
                "process_peak_rss_bytes": peak_rss, "steps_peak_rss_bytes": rss["steps_peak"],
                "peak_step_memory_bytes": memory, "breakdown_seconds": parts,
                "fit_images_per_second": images_per_second}
@@ -440,7 +451,8 @@ def main(argv):
             r = json.load(fh)
         print(report(r["flags"], r["seconds_per_step"], r["peak_step_memory_bytes"],
                      r["breakdown_seconds"], r["fit_images_per_second"], r["device"],
-                     r.get("process_peak_rss_bytes"), r.get("steps_peak_rss_bytes")))
+                     r.get("process_peak_rss_bytes"), r.get("steps_peak_rss_bytes"),
+                     r.get("warmup_seconds")))
         return
     md, results = run(f)
     print(md)

@@ -383,10 +383,11 @@ def test_speed_measures_memory_on_a_fresh_machine():
     # speed.py turns on TensorFlow's CPU allocator statistics before TF loads.
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     env.pop("TF_CPU_ALLOCATOR_USE_BFC", None)
-    code = ("import os, resource, speed; rss = {}; "
-            "s, m, _, _ = speed.measure(['base'], (8, 8, 1), 2, 1, 8, rss=rss); "
+    code = ("import os, resource, speed; rss, warmup = {}, {}; "
+            "s, m, _, _ = speed.measure(['base'], (8, 8, 1), 2, 1, 8, rss=rss, warmup=warmup); "
             "print('MEMORY', m['base'], os.environ['TF_CPU_ALLOCATOR_USE_BFC'], "
-            "rss['steps_peak'], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)")
+            "rss['steps_peak'], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "
+            "warmup['base'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env, cwd=BENCHMARKS)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -395,6 +396,7 @@ def test_speed_measures_memory_on_a_fresh_machine():
     # The peak over the timed steps (mark reset after the warm-up): at least
     # TensorFlow's own footprint, at most the whole process's peak.
     assert 100 * 2**20 < int(line[3]) <= int(line[4])
+    assert float(line[5]) > 0  # the warm-up (tracing) is timed
 
 
 def test_speed_without_allocator_statistics_fails_loudly(monkeypatch):
