@@ -9,8 +9,9 @@ base, gda, pcr and mgr (meta_every 5 and 1) on a 3-block ResNet with batch
 64 real + 64 synthetic. This driver alternates, `--rounds` times, one run of
 that script and one run of `speed.py --networks=peer` (the same networks and
 batches built in Keras, `peer_networks.py`), so machine noise hits both
-alike, then times keras_mgr's base and mgr modes (mgr also with
-`meta_microbatches=4`) once more, each in a process of its own, for their
+alike (keras_mgr's mgr modes also with `meta_microbatches=4`, against the
+same reference modes), then runs keras_mgr's base and mgr modes once more,
+each in a process of its own, for their
 peak RSS: over the timed steps after a warm-up, the kernel's mark reset as
 the PyTorch reference does for each mode, and over the whole process
 (tracing included). Run it on an idle machine.
@@ -34,7 +35,10 @@ FLAGS = flags.FLAGS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # speed.py config -> the reference's mode name.
-MODES = {"base": "base", "gda": "gda", "pcr": "pcr", "mgr:5": "mgr k=5", "mgr": "mgr k=1"}
+# `/mb4`: meta_microbatches=4, keras_mgr's memory option, against the same
+# reference mode (the reference has no micro-batches).
+MODES = {"base": "base", "gda": "gda", "pcr": "pcr", "mgr:5": "mgr k=5", "mgr": "mgr k=1",
+         "mgr:5/mb4": "mgr k=5", "mgr/mb4": "mgr k=1"}
 # Peak RSS, one configuration per process, TensorFlow's default CPU allocator.
 RSS_CONFIGS = ("base", "mgr:5", "mgr", "mgr:5/mb4", "mgr/mb4")
 SPEED = [os.path.join(HERE, "speed.py"), "--networks=peer", "--batch_size=64",
@@ -51,6 +55,7 @@ def _rss_name(config):
 
 
 def measure(folder, torch_script, torch_python, rounds):
+    folder = os.path.abspath(folder)  # the reference runs from its own folder
     os.makedirs(folder, exist_ok=True)
     for r in range(1, rounds + 1):
         _run([torch_python, os.path.basename(torch_script), "--no-compile", "--json",

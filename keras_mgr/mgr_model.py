@@ -293,7 +293,8 @@ class MGRModel(keras.Model):
         checks.checkpoint_callbacks(self, kwargs.get("callbacks"))
         if self.term is not None and not self.synthetic_batch_size:
             schedule.follow_fit_batch_size(self, x, args[0] if args else kwargs.get("batch_size"))
-        history = super().fit(x, y, *args, **dataset_fit_kwargs(x, kwargs))
+        with checks.out_of_memory_hint(self):
+            history = super().fit(x, y, *args, **dataset_fit_kwargs(x, kwargs))
         batchnorm.warn_if_unconverged(self.backbone, int(ops.convert_to_numpy(
             self.optimizer.iterations)))
         return history

@@ -518,11 +518,12 @@ def test_against_torch_report_pairs_each_mode_with_the_reference(tmp_path):
 
     folder = tmp_path / "against_torch"
     modes = list(against_torch.MODES.items())
+    references = list(dict.fromkeys(m for _, m in modes))  # /mb4 shares its mode
     for r, scale in ((1, 1.0), (2, 2.0)):
         (folder / f"keras_r{r}").mkdir(parents=True)
         torch = {"info": {"torch": "2.13.0+cpu", "threads": 2},
                  "eager": [{"mode": m, "median_s": 0.1 * (i + 1), "peak_rss_mb": 100.0 * (i + 1)}
-                           for i, (_, m) in enumerate(modes)]}
+                           for i, m in enumerate(references)]}
         (folder / f"torch_r{r}.json").write_text(json.dumps(torch))
         keras = {"seconds_per_step": {c: scale * 0.05 * (i + 1) for i, (c, _) in enumerate(modes)}}
         (folder / f"keras_r{r}" / "speed_cpu_xlaoff_peer.json").write_text(json.dumps(keras))
@@ -534,3 +535,21 @@ def test_against_torch_report_pairs_each_mode_with_the_reference(tmp_path):
     # keras 0.05 (x1, x2) against torch 0.1: ratios 0.50 and 1.00.
     assert "| base (base) | 0.100 / 0.100 | 0.050 / 0.100 | 0.50 / 1.00 | 100 / - |" in md
     assert "| mgr (mgr k=1) | 0.500 / 0.500 | 0.250 / 0.500 | 0.50 / 1.00 | 500 / 550 (600) |" in md
+    # meta_microbatches=4 is timed against the same reference mode.
+    assert "| mgr/mb4 (mgr k=1) | 0.500 / 0.500 | 0.350 / 0.700 | 0.70 / 1.40 | 500 / - |" in md
+
+
+def test_against_torch_reference_writes_into_the_results_folder(monkeypatch, tmp_path):
+    import against_torch
+
+    calls = []
+    monkeypatch.setattr(against_torch, "_run",
+                        lambda cmd, cwd=None, env=None: calls.append((cmd, cwd)))
+    monkeypatch.chdir(tmp_path)
+    against_torch.measure("results/against_torch", "/elsewhere/torch_mgr_step.py", "py", 1)
+    cmd, cwd = calls[0]
+    # The reference runs from its own folder: a relative --json path would
+    # land there (or fail, read-only), not in the results folder.
+    assert cwd == "/elsewhere"
+    assert cmd[cmd.index("--json") + 1] == str(tmp_path / "results/against_torch/torch_r1.json")
+    assert any("--configs=mgr/mb4" in c for c, _ in calls)  # timed and measured for RSS

@@ -273,3 +273,27 @@ def test_unserializable_model_with_keras_checkpoint_fails_before_training(tmp_pa
                                               save_weights_only=True)
     model.fit(x, y, batch_size=4, callbacks=[weights], verbose=0)  # the suggested fix
     assert (tmp_path / "m.weights.h5").exists()
+
+
+def test_out_of_memory_names_what_lowers_the_peak(monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+
+    monkeypatch.setattr(keras.Model, "fit", out_of_memory)  # what MGRModel.fit calls
+    x, y = tiny.data(8)
+    cases = [
+        ({"mode": "mgr"}, r"meta_microbatches=4\) runs it over 4 slices.*Received: "
+         r"meta_gradient='second_order', meta_microbatches=1, synthetic batch 4 per replica"),
+        ({"mode": "mgr", "meta_microbatches": 2}, r"a larger meta_microbatches.*"
+         r"meta_microbatches=2, synthetic batch 4"),
+        ({"mode": "pcr"}, r"mode='pcr'.*synthetic_batch_size\. Received: synthetic batch 4"),
+        ({"mode": "base"}, r"mode='base'.*lower the batch_size\."),
+    ]
+    for options, message in cases:
+        if options["mode"] != "base":
+            options["synthetic_batch_size"] = 4
+        model = wrap(**options)
+        model.compile()
+        with pytest.raises(tf.errors.ResourceExhaustedError, match=message) as info:
+            model.fit(x, y, batch_size=4, verbose=0)
+        assert "OOM when allocating tensor" in str(info.value)  # the original message kept
