@@ -286,6 +286,8 @@ def test_out_of_memory_names_what_lowers_the_peak(monkeypatch):
          r"meta_gradient='second_order', meta_microbatches=1, synthetic batch 4 per replica"),
         ({"mode": "mgr", "meta_microbatches": 2}, r"a larger meta_microbatches.*"
          r"meta_microbatches=2, synthetic batch 4"),
+        ({"mode": "metagda", "meta_gradient": "finite_difference"},
+         r"mode='metagda'.*lower the batch_size or the synthetic_batch_size"),
         ({"mode": "pcr"}, r"mode='pcr'.*synthetic_batch_size\. Received: synthetic batch 4"),
         ({"mode": "base"}, r"mode='base'.*lower the batch_size\."),
     ]
