@@ -15,6 +15,7 @@ from keras_mgr import batchnorm, checks, meta, multi_worker, numerics, saving, s
 from keras_mgr.finder import Finder
 from keras_mgr.fused_batchnorm import fuse as fuse_batchnorm
 from keras_mgr.objective import Objective
+from keras_mgr.out_of_memory import hint as out_of_memory_hint
 from keras_mgr.regularizer import MGRRegularizer
 from keras_mgr.synthesis import Synthesis, make_pool
 from keras_mgr.synthetic import SyntheticSampler
@@ -293,8 +294,7 @@ class MGRModel(keras.Model):
         checks.checkpoint_callbacks(self, kwargs.get("callbacks"))
         if self.term is not None and not self.synthetic_batch_size:
             schedule.follow_fit_batch_size(self, x, args[0] if args else kwargs.get("batch_size"))
-        with checks.out_of_memory_hint(self):
+        with out_of_memory_hint(self):
             history = super().fit(x, y, *args, **dataset_fit_kwargs(x, kwargs))
-        batchnorm.warn_if_unconverged(self.backbone, int(ops.convert_to_numpy(
-            self.optimizer.iterations)))
+        batchnorm.warn_if_unconverged(self.backbone, int(self.optimizer.iterations.numpy()))
         return history
