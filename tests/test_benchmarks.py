@@ -552,4 +552,6 @@ def test_against_torch_reference_writes_into_the_results_folder(monkeypatch, tmp
     # land there (or fail, read-only), not in the results folder.
     assert cwd == "/elsewhere"
     assert cmd[cmd.index("--json") + 1] == str(tmp_path / "results/against_torch/torch_r1.json")
-    assert any("--configs=mgr/mb4" in c for c, _ in calls)  # timed and measured for RSS
+    timed = [a for c, _ in calls if "--rounds=3" in c for a in c if a.startswith("--configs=")]
+    assert "mgr/mb4" in timed[0].split("=")[1].split(",")  # timed beside the reference
+    assert any("--configs=mgr/mb4" in c for c, _ in calls)  # and alone, for its RSS
