@@ -117,7 +117,11 @@ def report(folder, rounds):
     if extra:
         lines += ["", "keras_mgr with `meta_microbatches=4` (`/mb4`), peak RSS over the steps "
                   "(whole process): " + ", ".join(f"{c} {mib(rss[c])} MiB" for c in extra) + "."]
-    lines += ["", "Peak RSS over the steps: each framework frees what it can (garbage "
+    lines += ["", "Modes in parentheses are PyTorch's (`k`: its meta_every). keras_mgr's "
+              "configs without `/mb4` run the whole-batch second-order pass "
+              "(`meta_microbatches=1`); wrap()'s default at these 64 synthetic images is "
+              "`/mb4` (`meta_microbatches=\"auto\"`).",
+              "", "Peak RSS over the steps: each framework frees what it can (garbage "
               "collection, `malloc_trim`) and resets the kernel's peak mark after its "
               "warm-up; keras_mgr runs each configuration in a process of its own, "
               "PyTorch all modes in one. The whole-process peak adds TensorFlow's tracing."]

@@ -26,7 +26,10 @@ Config syntax: `mode[:k][+pool][@s][/fd][/mbK][/kerasbn]`: `:k` sets
 meta_every=k (`:inf`: only the first step is a meta step, i.e. the plain mgr
 step), `+pool` a 1024-image synthetic pool, `@s` synthetic_batch_size=s, `/fd`
 the finite-difference meta-gradient, `/mbK` meta_microbatches=K, `/kerasbn`
-Keras's own BatchNorm pass (`wrap(fused_batchnorm=False)`).
+Keras's own BatchNorm pass (`wrap(fused_batchnorm=False)`). Without `/mbK` a
+config runs the whole-batch second-order pass (meta_microbatches=1), as every
+table before that option did; wrap()'s default, `"auto"`, is `/mb4` at 32 or
+64 synthetic images per replica (`/mb2` at 16).
 
 Peak memory: TensorFlow's allocator statistics for the device
 (`tf.config.experimental.get_memory_info`): the peak during the timed steps

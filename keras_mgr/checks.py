@@ -217,6 +217,15 @@ def choice(name, value, choices):
     return value
 
 
+def count_or_auto(name, value):
+    """`"auto"`, or `value` as an integer >= 1 (ValueError quoting it)."""
+    if isinstance(value, str) and value == "auto":
+        return value
+    if isinstance(value, str):
+        raise ValueError(f"{name} must be an integer >= 1 or 'auto'. Received: {name}={value!r}")
+    return number(name, value, 1, integer=True)
+
+
 def number(name, value, low=0.0, strict=False, integer=False, allow_none=False):
     """`value` as a float (int if `integer`) >= `low` (> if `strict`), or
     ValueError quoting it. Refuses bools, NaN/inf, and 2.7 for an integer."""

@@ -50,11 +50,12 @@ class MGRModel(keras.Model):
                  synthetic_batch_size=None, meta_batch_size=64, lookahead_training=True,
                  finite_difference_epsilon=0.01, latent_dim=None, image_shape=None,
                  latent_space="z", synthetic_pool_size=0, meta_holdout_size=0,
-                 checkpoint_generator=True, seed=None, meta_microbatches=1, fused_batchnorm=True,
+                 checkpoint_generator=True, seed=None, meta_microbatches="auto",
+                 fused_batchnorm=True,
                  **kwargs):
         super().__init__(**kwargs)
         checks.choice("mode", mode, MODES)
-        checks.choice("meta_gradient", meta_gradient, META_GRADIENTS)
+        self.meta_gradient = checks.choice("meta_gradient", meta_gradient, META_GRADIENTS)
         term_class, self.uses_finder = terms.MODE_TABLE[mode]
         number = checks.number
         self.backbone, self.head = backbone, head
@@ -67,23 +68,22 @@ class MGRModel(keras.Model):
         else:  # not tracked: its weights stay out of every checkpoint
             self._generator_box = Untracked(generator)
         self.num_classes, self.mode, self.seed = int(num_classes), mode, seed
+        self.meta_holdout_size = int(meta_holdout_size)
         self.pcr_weight = float(number("pcr_weight", pcr_weight))
         self.gda_weight = float(number("gda_weight", gda_weight))
         self.meta_every = int(number("meta_every", terms.resolve_auto(
             mode, "meta_every", meta_every), 1, integer=True))
-        self.meta_gradient = meta_gradient
         self.finder_learning_rate = number("finder_learning_rate", terms.resolve_auto(
             mode, "finder_learning_rate", finder_learning_rate), strict=True)
         self.synthetic_batch_size = number("synthetic_batch_size", synthetic_batch_size, 1,
                                            integer=True, allow_none=True)
         self._fit_batch_size = None  # per replica, set by fit() (default synthetic batch)
         self.meta_batch_size = int(number("meta_batch_size", meta_batch_size, 1, integer=True))
-        self.lookahead_training = bool(lookahead_training)
+        self.lookahead_training, self.latent_space = bool(lookahead_training), latent_space
         self.finite_difference_epsilon = float(number(
             "finite_difference_epsilon", finite_difference_epsilon, strict=True))
         self.latent_dim = int(latent_dim or generator.latent_dim)
         self.image_shape = tuple(image_shape or backbone.input_shape[1:])
-        self.latent_space = latent_space
         self.finder = None
         if self.uses_finder:  # a mode builds only the parts it uses
             self.finder = finder or Finder(self.latent_dim, self.num_classes, name="finder")
@@ -92,8 +92,8 @@ class MGRModel(keras.Model):
             self.regularizer.build(backbone.output_shape)
         self.sampler = SyntheticSampler(self.latent_dim, self.num_classes, seed=seed)
         self.synthetic_pool_size = number("synthetic_pool_size", synthetic_pool_size, integer=True)
-        self.meta_holdout_size = int(meta_holdout_size)
-        self.meta_microbatches = number("meta_microbatches", meta_microbatches, 1, integer=True)
+        self.meta_microbatches = checks.count_or_auto("meta_microbatches", terms.resolve_auto(
+            mode, "meta_microbatches", meta_microbatches))  # "auto" for mgr: per batch
         pool = make_pool(self, self.generator, self.synthetic_pool_size, mode,
                          int(self.sampler.seed_state.numpy()[0]), self.num_classes,
                          self.latent_dim, self.image_shape) if self.synthetic_pool_size else None

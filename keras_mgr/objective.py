@@ -33,7 +33,8 @@ class Objective:
         finite_difference_epsilon: DARTS step.
         seed_state: the sampler's seed variable (random-drift directions).
         meta_microbatches: k > 1 runs the second-order pass over k slices of
-            the synthetic batch, one at a time (`keras_mgr.microbatches`).
+            the synthetic batch, one at a time (`keras_mgr.microbatches`);
+            `"auto"` picks k from the synthetic batch (`microbatches.resolve`).
     """
 
     def __init__(self, backbone, head, term_class, weight, synthesis, cross_entropy,
@@ -54,7 +55,7 @@ class Objective:
         self.lookahead_training = lookahead_training
         self.finite_difference_epsilon = finite_difference_epsilon
         self.seed_state = seed_state
-        self.meta_microbatches = int(meta_microbatches)
+        self.meta_microbatches = meta_microbatches
 
     # Draws and images ----------------------------------------------------
     def draw(self, batch_size):
@@ -131,11 +132,12 @@ class Objective:
     def _second_order(self, theta_vars, state, phi_vars, x, y, draws, x_val, y_val,
                       val_weights, sample_weight=None):
         optimizer = self.optimizer()
-        if self.meta_microbatches > 1:
+        k = microbatches.resolve(self.meta_microbatches, int(draws["labels"].shape[0]))
+        if k > 1:
             return microbatches.second_order(
                 theta_vars, self.regularizer.trainable_variables, phi_vars,
                 lambda theta: self.real_loss(theta, state, x, y, sample_weight),
-                self._microbatch_regularization(draws), self.meta_microbatches,
+                self._microbatch_regularization(draws, k), k,
                 lambda theta, real_state: self.meta_loss(theta, real_state, x_val, y_val,
                                                          val_weights),
                 optimizer, ops.cast(optimizer.learning_rate, keras.config.floatx()))
@@ -161,10 +163,10 @@ class Objective:
             optimizer, ops.cast(optimizer.learning_rate, keras.config.floatx()),
             self.finite_difference_epsilon, self.term.weight)
 
-    def _microbatch_regularization(self, draws):
+    def _microbatch_regularization(self, draws, k):
         """`fn(i, theta, real_state, phi, stop) -> (weight * R / k, aux)` on the
         i-th of k consecutive slices of the draws (`i` may be a tensor)."""
-        k, n = self.meta_microbatches, int(draws["labels"].shape[0])
+        n = int(draws["labels"].shape[0])
         if n % k:
             raise ValueError(
                 "meta_microbatches must divide the synthetic batch size. Received: "

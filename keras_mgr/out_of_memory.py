@@ -4,6 +4,8 @@ import contextlib
 
 import tensorflow as tf
 
+from keras_mgr import microbatches
+
 
 @contextlib.contextmanager
 def hint(model):
@@ -22,7 +24,7 @@ def message(model):
         return f"Out of memory in mode={model.mode!r}'s step: lower the batch_size."
     synthetic = model.synthetic_batch_size or model._fit_batch_size
     if model.uses_finder and model.meta_gradient != "finite_difference":  # random_drift too
-        k = model.meta_microbatches
+        k = microbatches.resolve(model.meta_microbatches, synthetic or 1)
         slices = ("wrap(meta_microbatches=4) runs it over 4 slices, one at a time (2.5-2.8x; "
                   "1.04-1.46x the step time)" if k == 1 else
                   "a larger meta_microbatches (a divisor of the synthetic batch) cuts it further")
@@ -32,6 +34,7 @@ def message(model):
             f"about 7x a base step's peak memory over the whole batch; {slices}. Also "
             "lower: meta_gradient='finite_difference' (about 2.7x), a smaller "
             f"synthetic_batch_size. Received: meta_gradient={model.meta_gradient!r}, "
-            f"meta_microbatches={k}, synthetic batch {synthetic} per replica")
+            f"meta_microbatches={model.meta_microbatches!r} ({k} slice(s)), "
+            f"synthetic batch {synthetic} per replica")
     return (f"Out of memory in mode={model.mode!r}'s step: lower the batch_size or the "
             f"synthetic_batch_size. Received: synthetic batch {synthetic} per replica")

@@ -71,6 +71,8 @@ def model_config(model, base_config):
 def model_from_config(cls, config):
     """`MGRModel.from_config()`: the generator may come from `load_model`."""
     config = dict(config)
+    # Saved before meta_microbatches existed: the whole-batch pass (1) it ran.
+    config.setdefault("meta_microbatches", 1)
     for key in PARTS:
         if config[key] is not None:
             config[key] = keras.saving.deserialize_keras_object(config[key])

@@ -89,8 +89,10 @@ MODES = tuple(MODE_TABLE)
 # The "auto" finder settings, per finder mode: the best measured ones
 # (benchmarks/ablation.py and the metagda trust-region runs; README "Ablation").
 FINDER_DEFAULTS = {
-    "mgr": {"meta_every": 5, "finder_learning_rate": 1e-2, "finder_max_shift": None},
-    "metagda": {"meta_every": 1, "finder_learning_rate": 1e-3, "finder_max_shift": 0.5},
+    "mgr": {"meta_every": 5, "finder_learning_rate": 1e-2, "finder_max_shift": None,
+            "meta_microbatches": "auto"},  # per synthetic batch: microbatches.resolve
+    "metagda": {"meta_every": 1, "finder_learning_rate": 1e-3, "finder_max_shift": 0.5,
+                "meta_microbatches": 1},
 }
 
 

@@ -555,3 +555,49 @@ def test_against_torch_reference_writes_into_the_results_folder(monkeypatch, tmp
     timed = [a for c, _ in calls if "--rounds=3" in c for a in c if a.startswith("--configs=")]
     assert "mgr/mb4" in timed[0].split("=")[1].split(",")  # timed beside the reference
     assert any("--configs=mgr/mb4" in c for c, _ in calls)  # and alone, for its RSS
+
+
+def test_against_commit_times_an_earlier_package_beside_the_working_tree(tmp_path):
+    """A repository whose one commit holds a copy of keras_mgr with a marker:
+    its configs run that copy (`keras_mgr_then`), the others the working
+    tree's, interleaved; the report sets each beside the commit's same
+    schedule. Bad input is quoted."""
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(os.path.join(os.path.dirname(BENCHMARKS), "keras_mgr"), repo / "keras_mgr",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    with open(repo / "keras_mgr" / "__init__.py", "a") as fh:
+        fh.write("\nTHEN_MARKER = 'from the commit'\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    for args in (["init", "-q"], ["add", "keras_mgr"], ["commit", "-q", "-m", "then"]):
+        subprocess.run(git + args, cwd=repo, check=True)
+    code = (
+        "import sys, against_commit as a; "
+        f"r, models = a.measure(['base', 'mgr'], ['base', 'mgr/mb2'], 'HEAD', (8, 8, 1), 2, 1, "
+        f"4, repository={str(repo)!r}); "
+        "then = sys.modules['keras_mgr_then']; "
+        "print('MARK', then.THEN_MARKER.replace(' ', '_'), "
+        "type(models[('then', 'mgr')]).__module__, type(models[('now', 'mgr/mb2')]).__module__, "
+        "models[('now', 'mgr/mb2')].meta_microbatches, "
+        "all(s > 0 and m > 0 for s, m in r.values())); "
+        "print(a.report(r, 'HEAD', 'flags'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), cwd=BENCHMARKS,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    mark = [line.split() for line in out.stdout.splitlines() if line.startswith("MARK")][0]
+    assert mark[1:] == ["from_the_commit", "keras_mgr_then.mgr_model", "keras_mgr.mgr_model",
+                        "2", "True"]
+    rows = {line.split("|")[2].strip(): line for line in out.stdout.splitlines()
+            if line.startswith("| now") or line.startswith("| commit")}
+    assert set(rows) == {"base", "mgr", "mgr/mb2"}
+    assert rows["mgr"].split("|")[4].strip() == "1.00"  # the commit's own schedule
+    assert rows["mgr/mb2"].split("|")[4].strip() not in ("", "-")  # set beside it
+
+    import against_commit
+
+    with pytest.raises(ValueError, match=r"takes mode, :k and @s only\. Received: 'mgr/mb4'"):
+        against_commit.build(None, "then", "mgr/mb4", (8, 8, 1), None, 4, "small_cnn")
+    with pytest.raises(ValueError, match="git archive failed for commit 'no-such-commit'"):
+        against_commit.extract("no-such-commit", str(tmp_path), str(repo))

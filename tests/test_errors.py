@@ -283,9 +283,12 @@ def test_out_of_memory_names_what_lowers_the_peak(monkeypatch):
     x, y = tiny.data(8)
     cases = [
         ({"mode": "mgr"}, r"meta_microbatches=4\) runs it over 4 slices.*Received: "
-         r"meta_gradient='second_order', meta_microbatches=1, synthetic batch 4 per replica"),
+         r"meta_gradient='second_order', meta_microbatches='auto' \(1 slice\(s\)\), "
+         r"synthetic batch 4 per replica"),
         ({"mode": "mgr", "meta_microbatches": 2}, r"a larger meta_microbatches.*"
-         r"meta_microbatches=2, synthetic batch 4"),
+         r"meta_microbatches=2 \(2 slice\(s\)\), synthetic batch 4"),
+        ({"mode": "mgr", "synthetic_batch_size": 32}, r"a larger meta_microbatches.*"
+         r"meta_microbatches='auto' \(4 slice\(s\)\), synthetic batch 32"),
         ({"mode": "metagda", "meta_gradient": "finite_difference"},
          r"mode='metagda'.*lower the batch_size or the synthetic_batch_size"),
         ({"mode": "pcr"}, r"mode='pcr'.*synthetic_batch_size\. Received: synthetic batch 4"),
@@ -293,7 +296,7 @@ def test_out_of_memory_names_what_lowers_the_peak(monkeypatch):
     ]
     for options, message in cases:
         if options["mode"] != "base":
-            options["synthetic_batch_size"] = 4
+            options.setdefault("synthetic_batch_size", 4)
         model = wrap(**options)
         model.compile()
         with pytest.raises(tf.errors.ResourceExhaustedError, match=message) as info:

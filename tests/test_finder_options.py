@@ -137,12 +137,13 @@ def test_holdout_bad_input_is_quoted(kwargs, data, message):
 
 # "auto" defaults -------------------------------------------------------------
 @pytest.mark.parametrize("mode, expected", [
-    ("mgr", (5, 1e-2, None)),
-    ("metagda", (1, 1e-3, 0.5)),
+    ("mgr", (5, 1e-2, None, "auto")),
+    ("metagda", (1, 1e-3, 0.5, 1)),
 ])
 def test_auto_finder_settings_follow_the_mode(mode, expected):
     model = keras_mgr.wrap(tiny.backbone(), tiny.generator(), num_classes=3, mode=mode)
-    assert (model.meta_every, model.finder_learning_rate, model.finder.max_shift) == expected
+    assert (model.meta_every, model.finder_learning_rate, model.finder.max_shift,
+            model.meta_microbatches) == expected
     assert keras_mgr.wrap.__module__ == "keras_mgr.wrap"
     from keras_mgr.wrap import FINDER_DEFAULTS
 
@@ -154,9 +155,10 @@ def test_auto_finder_settings_follow_the_mode(mode, expected):
     assert float(model.finder_optimizer.learning_rate) == pytest.approx(expected[1])
     # Explicit values win, None included.
     model = keras_mgr.wrap(tiny.backbone(), tiny.generator(), num_classes=3, mode=mode,
-                           meta_every=3, finder_learning_rate=0.5, finder_max_shift=None)
-    assert (model.meta_every, model.finder_learning_rate, model.finder.max_shift) == (
-        3, 0.5, None)
+                           meta_every=3, finder_learning_rate=0.5, finder_max_shift=None,
+                           meta_microbatches=2)
+    assert (model.meta_every, model.finder_learning_rate, model.finder.max_shift,
+            model.meta_microbatches) == (3, 0.5, None, 2)
 
 
 def test_meta_metrics_keep_their_value_in_an_epoch_without_a_meta_step():

@@ -1,30 +1,35 @@
 """`meta_microbatches`: the exact meta step over slices of the synthetic batch."""
 
+import doctest
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 import tiny
 
+from keras_mgr import microbatches
+
 K = (1, 2, 4)
 
 
-def _model(k, consistency="l2", norm=None):
-    model = tiny.wrapped("mgr", norm=norm, consistency=consistency, synthetic_batch_size=8,
-                         meta_microbatches=k, optimizer=keras.optimizers.SGD(0.5))
+def _model(k, consistency="l2", norm=None, synthetic=8):
+    model = tiny.wrapped("mgr", norm=norm, consistency=consistency,
+                         synthetic_batch_size=synthetic, meta_microbatches=k,
+                         optimizer=keras.optimizers.SGD(0.5))
     rng = np.random.default_rng(1)
     for v in model.finder.trainable_variables:  # leave the identity init
         v.assign(v.numpy() + 0.3 * rng.standard_normal(v.shape))
     x, y = tiny.data(12, seed=3)
     state = [v.value for v in model.backbone.non_trainable_variables]
-    draws = model.objective.draw(8)
+    draws = model.objective.draw(synthetic)
     return lambda: model.objective.meta_gradient(
         model.classifier_variables, state, model.finder.trainable_variables, x[:6], y[:6],
         draws, x[6:], y[6:], np.ones(6, "float32"))
 
 
-def _meta_step(k, consistency, norm=None):
-    meta_grads, inner, loss_val, total, aux = _model(k, consistency, norm)()
+def _meta_step(k, consistency, norm=None, synthetic=8):
+    meta_grads, inner, loss_val, total, aux = _model(k, consistency, norm, synthetic)()
     return [np.asarray(g) for g in meta_grads], [np.asarray(g) for g in inner], aux, total
 
 
@@ -77,3 +82,30 @@ def test_slices_must_divide_the_synthetic_batch():
     x, y = tiny.data(16)
     with pytest.raises(ValueError, match="meta_microbatches=3, synthetic batch size 8"):
         model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+
+
+def test_auto_takes_slices_of_eight_or_more():
+    """mgr's default: 4 slices, else 2, of at least 8 synthetic images; the
+    whole batch below that. With BatchNorm the slicing shows in the numbers."""
+    assert doctest.testmod(microbatches).failed == 0
+    assert [microbatches.resolve("auto", n) for n in (1, 7, 8, 15, 16, 20, 24, 32, 48, 128)] == [
+        1, 1, 1, 1, 2, 2, 2, 4, 4, 4]
+    meta = {k: _meta_step(k, "l2", norm="keras", synthetic=16)[0] for k in ("auto", 1, 2)}
+    for a, b in zip(meta["auto"], meta[2]):
+        np.testing.assert_array_equal(a, b)
+    assert not all(np.allclose(a, b, rtol=1e-3) for a, b in zip(meta["auto"], meta[1]))
+    auto_8, *_ = _meta_step("auto", "l2", norm="keras", synthetic=8)
+    one_8, *_ = _meta_step(1, "l2", norm="keras", synthetic=8)
+    for a, b in zip(auto_8, one_8):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_auto_is_saved_and_bad_values_are_quoted(tmp_path):
+    """(Files saved before the option keep 1: tests/test_saved_fixtures.py.)"""
+    model = tiny.wrapped("mgr")
+    assert model.meta_microbatches == "auto" and model.get_config()["meta_microbatches"] == "auto"
+    model.save(tmp_path / "m.keras")
+    assert keras.models.load_model(tmp_path / "m.keras").meta_microbatches == "auto"
+    with pytest.raises(ValueError, match="integer >= 1 or 'auto'. Received: "
+                                         "meta_microbatches='four'"):
+        tiny.wrapped("mgr", meta_microbatches="four")

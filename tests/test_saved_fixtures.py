@@ -28,6 +28,7 @@ def test_release_file_loads(name):
     assert int(model.optimizer.iterations.numpy()) == 3
     if name == "mgr_holdout":  # the finder's optimizer and the held-out set came back
         assert int(model.finder_optimizer.iterations.numpy()) == 3
+        assert model.meta_microbatches == 1  # saved before the option: the pass it ran
         np.testing.assert_array_equal(model.validation.holdout_labels.numpy(), y[:6])
     else:
         assert model.synthesis.pool[0].shape[0] == 12
