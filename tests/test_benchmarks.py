@@ -62,6 +62,18 @@ def test_accuracy_quick_cli_writes_csv_table_and_plot(tmp_path):
     assert "| generated-sample accuracy | " in table and "| FID vs real test | " in table
 
 
+def _child(code, tag, env=None):
+    """Runs `code` in a fresh Python in benchmarks/ (TensorFlow's allocator is
+    chosen when it loads); returns the fields of its line starting with `tag`,
+    and its whole output."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env or dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+                         cwd=BENCHMARKS, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return [line.split() for line in out.stdout.splitlines() if line.startswith(tag)][0], (
+        out.stdout)
+
+
 def _no_gan(monkeypatch):
     """Training is faked in the resume tests (the CLI test trains for real)."""
     monkeypatch.setattr(_common, "cached_generator", lambda *a, **k: (None, 0.0))
@@ -388,10 +400,7 @@ def test_speed_measures_memory_on_a_fresh_machine():
             "print('MEMORY', m['base'], os.environ['TF_CPU_ALLOCATOR_USE_BFC'], "
             "rss['steps_peak'], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "
             "warmup['base'])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=env, cwd=BENCHMARKS)
-    assert out.returncode == 0, out.stderr[-2000:]
-    line = [line.split() for line in out.stdout.splitlines() if line.startswith("MEMORY")][0]
+    line, _ = _child(code, "MEMORY", env)
     assert float(line[1]) > 0 and line[2] == "true"
     # The peak over the timed steps (mark reset after the warm-up): at least
     # TensorFlow's own footprint, at most the whole process's peak.
@@ -503,11 +512,7 @@ def test_speed_times_the_peer_networks():
             " networks='peer'); mgr = models['mgr'];"
             " print('PEER', mgr.backbone.name, mgr.generator.name, len(mgr.finder.hidden),"
             " mgr.regularizer.augmentation.brightness, s['mgr'] > 0, m['mgr'] > 0)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), cwd=BENCHMARKS,
-                         timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    line = [line.split() for line in out.stdout.splitlines() if line.startswith("PEER")][0]
+    line, _ = _child(code, "PEER")
     assert line[1:] == ["peer_backbone", "peer_generator", "1", "0.0", "True", "True"]
 
 
@@ -582,14 +587,10 @@ def test_against_commit_times_an_earlier_package_beside_the_working_tree(tmp_pat
         "models[('now', 'mgr/mb2')].meta_microbatches, "
         "all(s > 0 and m > 0 for s, m in r.values())); "
         "print(a.report(r, 'HEAD', 'flags'))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), cwd=BENCHMARKS,
-                         timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    mark = [line.split() for line in out.stdout.splitlines() if line.startswith("MARK")][0]
+    mark, stdout = _child(code, "MARK")
     assert mark[1:] == ["from_the_commit", "keras_mgr_then.mgr_model", "keras_mgr.mgr_model",
                         "2", "True"]
-    rows = {line.split("|")[2].strip(): line for line in out.stdout.splitlines()
+    rows = {line.split("|")[2].strip(): line for line in stdout.splitlines()
             if line.startswith("| now") or line.startswith("| commit")}
     assert set(rows) == {"base", "mgr", "mgr/mb2"}
     assert rows["mgr"].split("|")[4].strip() == "1.00"  # the commit's own schedule
