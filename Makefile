@@ -4,20 +4,25 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat setup.py requirements-test.txt requirements-nodeps.txt | cksum | cut -d' ' -f1)
+REQUIREMENTS := setup.py requirements-test.txt requirements-nodeps.txt constraints.txt
+STAMP := $(VENV)/.installed-$(shell cat $(REQUIREMENTS) | cksum | cut -d' ' -f1)
+# `make test-latest`: the newest releases of everything, in a venv of their own.
+LATEST := .venv-latest
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow lint format clean
+.PHONY: setup demo test test-slow test-latest constraints lint format clean
 
 setup: $(STAMP)
 
-$(STAMP): setup.py requirements-test.txt requirements-nodeps.txt
+# Installs the versions the suite was run with (constraints.txt); setup.py's
+# own requirements stay ranges for users.
+$(STAMP): $(REQUIREMENTS)
 	@echo "Setting up $(VENV): TensorFlow (CPU), Keras and the test tools, about 2.3 GB;"
 	@echo "about 5 minutes on a first run (pip is quiet meanwhile), seconds afterwards."
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[cpu]" -r requirements-test.txt
-	$(BIN)/python -m pip install -q --no-deps -r requirements-nodeps.txt
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[cpu]" -r requirements-test.txt
+	$(BIN)/python -m pip install -q -c constraints.txt --no-deps -r requirements-nodeps.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
 # TensorFlow prints a few start-up lines (oneDNN, CPU features) that no log
@@ -40,6 +45,23 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
+# The fast suite against the newest releases of every dependency (no
+# constraints, keras-hub and animal_mnist unpinned): run before raising a pin.
+test-latest:
+	test -x $(LATEST)/bin/python || $(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install -q --upgrade pip
+	$(LATEST)/bin/python -m pip install -q --upgrade -e ".[cpu]" -r requirements-test.txt
+	sed -e 's/==[^ ]*//' requirements-nodeps.txt > $(LATEST)/nodeps.txt
+	$(LATEST)/bin/python -m pip install -q --upgrade --no-deps -r $(LATEST)/nodeps.txt
+	$(LATEST)/bin/python -m pip list 2>/dev/null | grep -i -E '^(tensorflow|keras|numpy|h5py) '
+	$(LATEST)/bin/python -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
+
+# Rewrites constraints.txt from $(VENV) (after the suite passed on an upgrade).
+constraints: $(STAMP)
+	head -4 constraints.txt > constraints.new
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^#' >> constraints.new
+	mv constraints.new constraints.txt
+
 lint: $(STAMP)
 	$(BIN)/ruff check keras_mgr tests benchmarks
 
@@ -47,4 +69,4 @@ format: $(STAMP)
 	$(BIN)/ruff format keras_mgr tests benchmarks
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST) *.egg-info .pytest_cache .ruff_cache

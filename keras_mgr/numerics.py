@@ -7,8 +7,9 @@ Pure functions of the optimizer and tensors they are given, shared by
 import tensorflow as tf
 from keras import ops
 
-# The terms `record_nonfinite` checks, in the order of its codes (1, 2, ...).
-TERMS = ("ce_loss", "synthetic", "meta_loss", "gradient")
+# What `record_nonfinite` and `check_update` flag, in the order of their
+# codes (1, 2, ...): the step's terms, its gradients, then the update itself.
+TERMS = ("ce_loss", "synthetic", "meta_loss", "gradient", "update")
 
 
 def replicas():
@@ -80,8 +81,8 @@ def all_finite(tensors):
     return ops.all(ops.stack([ops.all(ops.isfinite(t)) for t in tensors if t is not None]))
 
 
-def apply_if(ok, optimizer, grads, variables):
-    """`optimizer.apply` only where `ok`.
+def apply_if(ok, optimizer, grads, variables, flag=None):
+    """`optimizer.apply` only where `ok`, then (given `flag`) `check_update`.
 
     On one device the update is skipped entirely (`cond`). Under
     tf.distribute an optimizer cannot sit inside a `cond` (its all-reduce is
@@ -90,9 +91,26 @@ def apply_if(ok, optimizer, grads, variables):
     """
     if replicas() == 1:
         ops.cond(ok, lambda: optimizer.apply(grads, variables), lambda: None)
-        return
-    grads = [None if g is None else ops.where(ok, g, ops.zeros_like(g)) for g in grads]
-    optimizer.apply(grads, variables)
+    else:
+        grads = [None if g is None else ops.where(ok, g, ops.zeros_like(g)) for g in grads]
+        optimizer.apply(grads, variables)
+    if flag is not None:
+        check_update(flag, optimizer, variables)
+
+
+def check_update(flag, optimizer, variables):
+    """Flags `"update"` in `flag` when the weights or the optimizer's state
+    are non-finite after an update.
+
+    Finite losses and gradients can still produce them: Adam's second moment
+    overflows to inf from gradients near 1e20 in float32, and the next
+    update turns inf - inf into NaN weights. Checked after the update, so
+    the host can stop at the step that broke them and say so.
+    """
+    state = [v.value for v in list(variables) + list(optimizer.variables)
+             if "float" in str(v.dtype)]
+    code = ops.where(all_finite(state), 0, TERMS.index("update") + 1)
+    flag.assign(ops.where(flag.value > 0, flag.value, ops.cast(code, flag.dtype)))
 
 
 def record_nonfinite(flag, optimizer, terms, meta_loss, grads, meta_grads):
@@ -143,6 +161,14 @@ def raise_if_nonfinite(flag, synthetic_name, step, steps_per_execution=1):
     if steps_per_execution > 1:
         step = f"{step - steps_per_execution + 1}..{step}"
     flag.assign(0)
+    if term == "update":
+        raise FloatingPointError(
+            f"Non-finite weights or optimizer state after the update of training step "
+            f"{step}, from finite losses and gradients (e.g. Adam's second moment "
+            "overflowing on gradients near 1e20): training stopped at that step and "
+            "the model's weights are no longer usable. Reload the last checkpoint "
+            "(keras_mgr.callbacks.AtomicBackup resumes from it) and lower the "
+            "learning rate or pcr_weight, or check the data.")
     hint = " An out-of-range label gives a NaN ce_loss on GPU." if term == "ce_loss" else ""
     raise FloatingPointError(
         f"Non-finite {term} at training step {step}: training stopped and "

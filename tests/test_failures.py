@@ -113,3 +113,40 @@ def test_rejected_batch_never_enters_the_validation_buffer():
     assert int(model.validation.count) == buffer[2]
     model.fit(x, y, batch_size=8, epochs=2, verbose=0)  # no "Non-finite meta_loss"
     assert np.all(np.isfinite(model.validation.images.numpy()))
+
+
+class WeightsFinite(keras.callbacks.Callback):
+    """Records, after each batch, whether every weight and optimizer slot is finite."""
+
+    def __init__(self):
+        super().__init__()
+        self.finite = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        state = self.model.weights + self.model.optimizer.variables
+        self.finite.append(all(np.all(np.isfinite(v.numpy())) for v in state
+                               if v.dtype.startswith("float")))
+
+
+def test_update_that_breaks_the_weights_stops_at_that_step():
+    """Finite losses and gradients near 1e30 overflow Adam's second moment to
+    inf, and the next update makes NaN weights: the step that broke them is
+    named, and no message claims that weights are finite when they are not."""
+    model = keras_mgr.wrap(tiny.backbone(norm="keras"), tiny.generator(), mode="pcr",
+                           pcr_weight=1e30, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    x, y = tiny.data(32)
+    watch = WeightsFinite()
+    with pytest.raises(FloatingPointError) as error:
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False, callbacks=[watch])
+    state = model.weights + model.optimizer.variables
+    finite = all(np.all(np.isfinite(v.numpy())) for v in state if v.dtype.startswith("float"))
+    message = str(error.value)
+    if "no weight took a NaN" in message:
+        assert finite, message
+    else:
+        assert not finite
+        # The batch that broke them ran no callback: stopped right after it.
+        step = len(watch.finite) + 1
+        assert f"after the update of training step {step}," in message
+        assert all(watch.finite)

@@ -16,12 +16,12 @@ from keras_mgr import meta
 H = 1e-4  # central-difference step on phi
 
 
-def build(consistency="l2", norm=None, mode="mgr", meta_gradient="second_order"):
+def build(consistency="l2", norm=None, mode="mgr", meta_gradient="second_order", **options):
     model = keras_mgr.wrap(
         tiny.backbone(norm=norm), tiny.generator(), num_classes=3, mode=mode,
         consistency=consistency, meta_gradient=meta_gradient, seed=0,
         finder_hidden_dim=8, synthetic_batch_size=6,
-        finite_difference_epsilon=1e-3,
+        finite_difference_epsilon=1e-3, **options,
     )
     # A large eta makes the meta-gradient (proportional to eta * lambda) big
     # enough for finite differences to resolve it well.
@@ -32,19 +32,40 @@ def build(consistency="l2", norm=None, mode="mgr", meta_gradient="second_order")
     return model
 
 
-def lookahead_objective(model, phi, x, y, draws, x_val, y_val):
-    """CE_val(theta'(phi)) evaluated forward only, as finite differences see it."""
+def lookahead(model, phi, x, y, draws):
+    """`(theta', BatchNorm state after the real batch)`, forward only."""
     theta = [tf.identity(v.value) for v in model.classifier_variables]
     state = [v.value for v in model.backbone.non_trainable_variables]
     with tf.GradientTape() as tape:
         tape.watch(theta)
         total, aux = model.objective.train_loss(theta, state, phi, x, y, draws)
     look = meta.lookahead(theta, tape.gradient(total, theta), model.optimizer.learning_rate)
-    return float(model.objective.meta_loss(look, aux["real_state"], x_val, y_val,
-                                           np.ones(len(y_val))))
+    return look, aux["real_state"]
 
 
-def check_against_finite_differences(model, tolerance):
+def lookahead_objective(model, phi, x, y, draws, x_val, y_val):
+    """CE_val(theta'(phi)) evaluated forward only, as finite differences see it."""
+    look, state = lookahead(model, phi, x, y, draws)
+    return float(model.objective.meta_loss(look, state, x_val, y_val, np.ones(len(y_val))))
+
+
+def validation_pass_in(training):
+    """CE_val(theta'(phi)) written out here, with the validation pass in
+    `training` mode (batch or moving BatchNorm statistics): a reference that
+    does not read the model's `lookahead_training`."""
+
+    def objective(model, phi, x, y, draws, x_val, y_val):
+        look, state = lookahead(model, phi, x, y, draws)
+        nb = len(model.backbone.trainable_variables)
+        features, _ = model.backbone.stateless_call(look[:nb], state, x_val, training=training)
+        logits = keras.ops.matmul(features, look[nb]) + look[nb + 1]
+        return float(keras.ops.mean(keras.losses.sparse_categorical_crossentropy(
+            y_val, logits, from_logits=True)))
+
+    return objective
+
+
+def check_against_finite_differences(model, tolerance, objective=lookahead_objective):
     x, y = tiny.data(12, seed=0)
     x_val, y_val = tiny.data(9, seed=1)
     draws = model.objective.draw(6)
@@ -64,10 +85,10 @@ def check_against_finite_differences(model, tolerance):
     ]
     errors = []
     for d in directions:
-        plus = lookahead_objective(model, [p + H * e for p, e in zip(phi, d)], x, y,
-                                   draws, x_val, y_val)
-        minus = lookahead_objective(model, [p - H * e for p, e in zip(phi, d)], x, y,
-                                    draws, x_val, y_val)
+        plus = objective(model, [p + H * e for p, e in zip(phi, d)], x, y, draws, x_val,
+                         y_val)
+        minus = objective(model, [p - H * e for p, e in zip(phi, d)], x, y, draws, x_val,
+                          y_val)
         numeric = (plus - minus) / (2 * H)
         analytic = sum(np.sum(g * e) for g, e in zip(grads, d))
         d_norm = np.sqrt(sum(np.sum(e**2) for e in d))
@@ -83,6 +104,16 @@ def test_second_order_matches_finite_differences(float64, consistency):
 
 def test_second_order_exact_batch_norm(float64):
     check_against_finite_differences(build("l2", norm="exact"), 1e-4)
+
+
+@pytest.mark.parametrize("lookahead_training", [True, False])
+def test_lookahead_training_sets_the_validation_pass_mode(float64, lookahead_training):
+    """The meta-gradient is that of a validation pass in the mode the option
+    names; the other mode's objective is measurably different here."""
+    model = build("l2", norm="exact", lookahead_training=lookahead_training)
+    check_against_finite_differences(model, 1e-4, validation_pass_in(lookahead_training))
+    with pytest.raises(AssertionError):
+        check_against_finite_differences(model, 1e-2, validation_pass_in(not lookahead_training))
 
 
 def test_second_order_metagda(float64):

@@ -10,10 +10,11 @@ from keras import layers
 from keras_mgr.layers import ExactBatchNormalization
 
 
-def backbone(image_shape=(8, 8, 1), norm=None, activation="tanh", filters=4, momentum=0.9):
+def backbone(image_shape=(8, 8, 1), norm=None, activation="tanh", filters=4, momentum=0.9,
+             use_bias=True):
     """Conv -> [BN] -> activation -> global average pool."""
     inputs = keras.Input(image_shape)
-    h = layers.Conv2D(filters, 3, padding="same")(inputs)
+    h = layers.Conv2D(filters, 3, padding="same", use_bias=use_bias)(inputs)
     if norm == "keras":
         h = layers.BatchNormalization(momentum=momentum)(h)
     elif norm == "exact":
