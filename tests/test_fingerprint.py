@@ -392,6 +392,12 @@ def _all():
 
 if __name__ == "__main__":
     if "--one" in sys.argv:  # a child of --check: print this process's numbers
+        import tensorflow as tf
+
+        threads = os.environ.get("TF_NUM_INTRAOP_THREADS")  # also set through the API
+        if threads:
+            tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+            tf.config.threading.set_inter_op_parallelism_threads(int(threads))
         print(json.dumps({c: [f.weights, f.logs] for c, f in _all().items()}))
     elif "--check" in sys.argv:
         for label, variables in SETTINGS.items():
