@@ -30,6 +30,8 @@ import subprocess
 import sys
 
 from absl import app, flags
+from machine import describe
+from machine import markdown as machine_markdown
 
 FLAGS = flags.FLAGS
 
@@ -137,7 +139,7 @@ def main(argv):
                 "--torch_script must name the PyTorch reference script. "
                 f"Received: {FLAGS.torch_script!r}")
         measure(folder, os.path.abspath(FLAGS.torch_script), FLAGS.torch_python, FLAGS.rounds)
-    md = report(folder, FLAGS.rounds)
+    md = report(folder, FLAGS.rounds) + "\n".join(machine_markdown(describe())) + "\n"
     print(md)
     with open(os.path.join(FLAGS.out, "against_torch.md"), "w") as fh:
         fh.write("# keras_mgr against the PyTorch reference step\n\n" + md)

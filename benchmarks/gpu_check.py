@@ -36,6 +36,8 @@ import numpy as np  # noqa: E402
 import speed  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
+from machine import describe  # noqa: E402
+from machine import markdown as machine_markdown  # noqa: E402
 
 import keras_mgr  # noqa: E402
 from keras_mgr.backbones import resnet18, small_cnn  # noqa: E402
@@ -177,7 +179,9 @@ def main(argv):
     del argv
     f = flags.FLAGS
     results = run(f.tiny, f.check_modes)
-    text = report(results)
+    here = describe()
+    results["machine"] = here._asdict()
+    text = report(results) + "\n".join(machine_markdown(here)) + "\n"
     print(text)
     if f.out:
         os.makedirs(f.out, exist_ok=True)

@@ -74,6 +74,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
+from machine import Machine, describe  # noqa: E402
+from machine import markdown as machine_markdown  # noqa: E402
 from peer_networks import peer_backbone, peer_generator, peer_wrap_options  # noqa: E402
 
 import keras_mgr  # noqa: E402
@@ -425,9 +427,11 @@ def run(f):
         f["throughput"]) else {}
     device = tf.config.list_logical_devices()[-1].name
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    here = describe()
     md = report(f, seconds, memory, parts, images_per_second, device, peak_rss,
-                rss["steps_peak"], warmup)
-    results = {"flags": f, "device": device, "seconds_per_step": seconds,
+                rss["steps_peak"], warmup) + "\n".join(machine_markdown(here)) + "\n"
+    results = {"flags": f, "device": device, "machine": here._asdict(),
+               "seconds_per_step": seconds,
                "warmup_seconds": warmup,
                "process_peak_rss_bytes": peak_rss, "steps_peak_rss_bytes": rss["steps_peak"],
                "peak_step_memory_bytes": memory, "breakdown_seconds": parts,
@@ -455,7 +459,8 @@ def main(argv):
         print(report(r["flags"], r["seconds_per_step"], r["peak_step_memory_bytes"],
                      r["breakdown_seconds"], r["fit_images_per_second"], r["device"],
                      r.get("process_peak_rss_bytes"), r.get("steps_peak_rss_bytes"),
-                     r.get("warmup_seconds")))
+                     r.get("warmup_seconds"))
+              + ("\n".join(machine_markdown(Machine(**r["machine"]))) if "machine" in r else ""))
         return
     md, results = run(f)
     print(md)
