@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_mgr import random
+from keras_mgr import option_checks, random
 
 
 @keras.saving.register_keras_serializable(package="keras_mgr")
@@ -55,7 +55,7 @@ class ViewAugmentation(keras.layers.Layer):
             raise ValueError(f"contrast must be in [0, 1). Received: contrast={contrast}")
         if brightness < 0:
             raise ValueError(f"brightness must be >= 0. Received: brightness={brightness}")
-        self.flip = flip
+        self.flip = option_checks.flag("flip", flip)  # "no" would be truthy
         self.translate = translate
         self.brightness = brightness
         self.contrast = contrast

@@ -8,10 +8,13 @@ use the moving statistics, can then score chance while training accuracy is
 99%. A momentum of about 0.9 converges in a few dozen steps (0.9^44 = 1%).
 """
 
+import contextlib
 import math
 import warnings
 
 import keras
+
+from keras_mgr import checks
 
 # Above this share of the initial statistics left, `fit` warns.
 UNCONVERGED = 0.01
@@ -35,12 +38,44 @@ def set_momentum(model, momentum):
     >>> set_momentum(backbone, 0.9)   # keras.applications uses 0.999
     52
     """
-    if not 0.0 <= float(momentum) < 1.0:
-        raise ValueError(f"batchnorm_momentum must be in [0, 1). Received: {momentum!r}")
+    momentum = check_momentum(momentum)
     layers = batchnorm_layers(model)
     for layer in layers:
-        layer.momentum = float(momentum)
+        layer.momentum = momentum
     return len(layers)
+
+
+def check_momentum(momentum):
+    """`momentum` as a float in [0, 1), or ValueError quoting it (bools and
+    strings such as `"0.9"` are refused, not converted)."""
+    try:
+        checks.number("batchnorm_momentum", momentum)
+        ok = momentum < 1.0
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"batchnorm_momentum must be a number in [0, 1). Received: {momentum!r}")
+    return float(momentum)
+
+
+@contextlib.contextmanager
+def restored_on_error(model):
+    """Undoes, if the block raises, what it changed on `model`'s
+    BatchNormalization layers (momentum, the fused training pass of
+    `keras_mgr.fused_batchnorm`, an attribute of the layer instance): a
+    failed `wrap()` leaves the user's backbone as it was."""
+    before = [(layer, layer.momentum, vars(layer).get("call"))
+              for layer in batchnorm_layers(model)]
+    try:
+        yield
+    except BaseException:
+        for layer, momentum, call in before:
+            layer.momentum = momentum
+            if call is not None:
+                layer.call = call
+            elif "call" in vars(layer):
+                del layer.call
+        raise
 
 
 def unconverged(model, steps, threshold=UNCONVERGED):

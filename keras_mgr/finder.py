@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_mgr import checks, option_checks
+
 
 @keras.saving.register_keras_serializable(package="keras_mgr")
 class Finder(keras.Model):
@@ -22,6 +24,9 @@ class Finder(keras.Model):
         num_layers: int, number of hidden layers.
         conditional: bool, whether the MLP also sees the class label.
         max_shift: float or None, largest `||finder(z) - z||` (None: unbounded).
+
+    Each argument is checked (ValueError quoting it): a width of 2.5 or a
+    depth of -1 would otherwise build a different finder without a word.
 
     Example:
 
@@ -45,14 +50,13 @@ class Finder(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.latent_dim = int(latent_dim)
-        self.num_classes = int(num_classes)
-        self.hidden_dim = int(hidden_dim)
-        self.num_layers = int(num_layers)
-        self.conditional = bool(conditional)
-        if max_shift is not None and not float(max_shift) > 0:
-            raise ValueError(f"max_shift must be > 0 or None. Received: max_shift={max_shift!r}")
-        self.max_shift = None if max_shift is None else float(max_shift)
+        count = checks.number
+        self.latent_dim = count("latent_dim", latent_dim, 1, integer=True)
+        self.num_classes = count("num_classes", num_classes, 1, integer=True)
+        self.hidden_dim = count("hidden_dim", hidden_dim, 1, integer=True)
+        self.num_layers = count("num_layers", num_layers, 1, integer=True)
+        self.conditional = option_checks.flag("conditional", conditional)
+        self.max_shift = option_checks.max_shift("max_shift", max_shift)
         self.hidden = [
             keras.layers.Dense(self.hidden_dim, activation="relu", name=f"hidden_{i}",
                                dtype=self.dtype_policy)

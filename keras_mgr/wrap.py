@@ -4,7 +4,7 @@ import inspect
 
 import keras
 
-from keras_mgr import batchnorm, checks, parts, terms
+from keras_mgr import batchnorm, checks, option_checks, parts, terms
 from keras_mgr.augment import check_differentiable
 from keras_mgr.finder import Finder
 from keras_mgr.mgr_model import MGRModel
@@ -54,7 +54,8 @@ def wrap(
             `[z, labels]` (`z`: `(batch, latent_dim)`, labels: `(batch,)` int)
             and returning images; it carries `latent_dim`, `num_classes` and
             optionally `output_range` attributes.
-        num_classes: int; defaults to `generator.num_classes`.
+        num_classes: int >= 2 (one class leaves nothing to classify);
+            defaults to `generator.num_classes`.
         mode: `"mgr"` (default), `"pcr"`, `"metagda"`, `"gda"` or `"base"`
             (docs/method.md's comparison table; all share one code path).
         consistency: PCR distance, `"l2"`, `"cosine"` or `"simsiam"`.
@@ -74,7 +75,7 @@ def wrap(
         finder_learning_rate: Adam learning rate of the finder. `"auto"`:
             1e-2 for mgr, 1e-3 for metagda.
         finder_hidden_dim: width of the finder's residual MLP.
-        finder_num_layers: number of hidden layers of that MLP.
+        finder_num_layers: number of hidden layers of that MLP (>= 1).
         finder_conditional: whether the finder sees the class label.
         finder_max_shift: largest `||F_phi(z) - z||` the finder may move a
             latent (a trust region; None: unbounded). `"auto"`: None for
@@ -128,14 +129,22 @@ def wrap(
             TensorFlow's fused training kernel (`keras_mgr.fused_batchnorm`:
             the same function, a faster step, exact second derivatives).
             False keeps Keras's own pass.
-        seed: int or None; fixes the synthetic draws and views with the
-            model's own seeded streams. Global random state (Python, NumPy,
-            TensorFlow) is left alone: `keras.utils.set_random_seed` fixes
-            initialisation and shuffling.
+        seed: int in [0, 2**63 - 2] or None; fixes the synthetic draws and
+            views with the model's own seeded streams. Global random state
+            (Python, NumPy, TensorFlow) is left alone:
+            `keras.utils.set_random_seed` fixes initialisation and shuffling.
         name: model name.
 
     Returns:
         An `MGRModel`; `compile()` it with "auto" defaults and `fit()`.
+
+    Raises:
+        ValueError, quoting what was received, before the backbone is changed
+        or anything built (`keras_mgr.option_checks`): an option of the wrong
+        type (flags take only bools, counts only integers) or out of range; a
+        size whose buffers or weights alone exceed the machine's memory; a
+        generator whose output on a few standard-normal latents is not finite
+        or leaves its value range (declared, or the [-1, 1] assumed).
 
     Example:
 
@@ -147,19 +156,19 @@ def wrap(
     """
     given = dict(locals())
     checks.warn_unused(mode, given, _DEFAULTS)
-    finder_max_shift = terms.resolve_auto(mode, "finder_max_shift", finder_max_shift)
+    # Everything is checked before the backbone is changed (BatchNorm momentum,
+    # fused pass): a failed wrap() leaves the user's model as it was.
+    checked = option_checks.options(given)
+    seed, finder_max_shift = checked["seed"], checked["finder_max_shift"]
     parts.check_backbone(backbone)
-    if batchnorm_momentum is not None:
-        batchnorm.set_momentum(backbone, batchnorm_momentum)
     latent_dim, generator_classes, output_range = parts.generator_info(generator)
-    if num_classes is None:
-        num_classes = generator_classes
+    num_classes = checked["num_classes"] or generator_classes
     if num_classes is None:
         raise ValueError(
             "num_classes is needed: pass it to wrap() or set generator.num_classes. "
             f"Received: num_classes=None, generator={generator.name!r}"
         )
-    if generator_classes is not None and int(generator_classes) != int(num_classes):
+    if generator_classes is not None and generator_classes != num_classes:
         raise ValueError(
             f"num_classes={num_classes} passed to wrap() does not match the "
             f"generator's num_classes={generator_classes}."
@@ -171,60 +180,67 @@ def wrap(
             f"with {len(generator.trainable_weights)} trainable weights."
         )
     image_shape = tuple(backbone.input_shape[1:])
-    input_range = input_range or getattr(backbone, "input_range", None)
-    if input_range is not None and output_range is not None and (
-        tuple(map(float, input_range)) != tuple(map(float, output_range))
-    ):
+    declared = given["input_range"] or getattr(backbone, "input_range", None)
+    input_range = checked["input_range"] or option_checks.value_range(
+        "backbone.input_range", declared)
+    if input_range is not None and output_range is not None and input_range != output_range:
         raise ValueError(
-            f"The generator outputs values in {tuple(output_range)} but the backbone "
-            f"expects {tuple(input_range)}. Rescale one of them. Received: "
-            f"generator.output_range={tuple(output_range)}, input_range="
-            f"{tuple(input_range)}"
+            f"The generator outputs values in {output_range} but the backbone "
+            f"expects {tuple(declared)}. Rescale one of them. Received: "
+            f"generator.output_range={output_range}, input_range={tuple(declared)}"
         )
-    parts.check_generator_output(generator, latent_dim, num_classes, image_shape,
-                            resize_synthetic)
+    value_range = output_range or input_range or (-1.0, 1.0)
+    parts.check_generator_output(
+        generator, latent_dim, num_classes, image_shape, checked["resize_synthetic"],
+        value_range, "generator.output_range" if output_range else (
+            "input_range" if input_range else None))
 
     # Under mixed precision the logits (a float16 softmax overflows) and the
     # small finder (its meta-gradient is tiny) compute in float32.
     mixed = keras.config.dtype_policy().compute_dtype in ("float16", "bfloat16")
     full = "float32" if mixed else None
-    head = keras.layers.Dense(num_classes, name="head", dtype=full)
-    head.build(backbone.output_shape)
-    value_range = tuple(output_range or input_range or (-1.0, 1.0))
     if augmentation is not None:
         check_differentiable(augmentation, image_shape)
+    holdout = parts.holdout(meta_validation_data, mode, num_classes, image_shape, value_range)
+    finder_dim = None
+    if mode in ("metagda", "mgr"):
+        finder_dim = parts.finder_dim(generator, latent_dim, num_classes, latent_space)
+    option_checks.memory(mode, image_shape, 2 if full else 4, finder_dim, num_classes, checked)
+    head = keras.layers.Dense(num_classes, name="head", dtype=full)
+    head.build(backbone.output_shape)
     regularizer = MGRRegularizer(  # SimSiam heads only where PCR runs
         consistency if mode in ("pcr", "mgr") else "l2", augmentation=augmentation,
         value_range=value_range,
         seed=seed, name="regularizer",
     )
     regularizer.build(backbone.output_shape)
-    holdout = parts.holdout(meta_validation_data, mode, num_classes, image_shape)
     finder = None  # a mode builds only the parts it uses
-    if mode in ("metagda", "mgr"):
-        finder_dim = parts.finder_dim(generator, latent_dim, num_classes, latent_space)
-        finder = Finder(finder_dim, num_classes, hidden_dim=finder_hidden_dim,
-                        num_layers=finder_num_layers,
-                        conditional=finder_conditional, max_shift=finder_max_shift,
+    if finder_dim is not None:
+        finder = Finder(finder_dim, num_classes, hidden_dim=checked["finder_hidden_dim"],
+                        num_layers=checked["finder_num_layers"],
+                        conditional=checked["finder_conditional"], max_shift=finder_max_shift,
                         name="finder", dtype=full)
-    model = MGRModel(
-        backbone, head, generator, num_classes, mode=mode, finder=finder,
-        regularizer=regularizer, pcr_weight=pcr_weight, gda_weight=gda_weight,
-        meta_every=meta_every, meta_gradient=meta_gradient,
-        finder_learning_rate=finder_learning_rate,
-        synthetic_batch_size=synthetic_batch_size, meta_batch_size=meta_batch_size,
-        lookahead_training=lookahead_training,
-        finite_difference_epsilon=finite_difference_epsilon,
-        meta_microbatches=meta_microbatches,
-        latent_dim=latent_dim, image_shape=image_shape, latent_space=latent_space,
-        synthetic_pool_size=synthetic_pool_size,
-        meta_holdout_size=0 if holdout is None else len(holdout[1]),
-        checkpoint_generator=checkpoint_generator, seed=seed, name=name,
-        fused_batchnorm=fused_batchnorm,
-    )
-    if holdout is not None:
-        model.validation.holdout_images.assign(holdout[0])
-        model.validation.holdout_labels.assign(holdout[1])
+    with batchnorm.restored_on_error(backbone):  # in case MGRModel fails after all
+        if batchnorm_momentum is not None:
+            batchnorm.set_momentum(backbone, batchnorm_momentum)
+        model = MGRModel(
+            backbone, head, generator, num_classes, mode=mode, finder=finder,
+            regularizer=regularizer, pcr_weight=pcr_weight, gda_weight=gda_weight,
+            meta_every=meta_every, meta_gradient=meta_gradient,
+            finder_learning_rate=finder_learning_rate,
+            synthetic_batch_size=synthetic_batch_size, meta_batch_size=meta_batch_size,
+            lookahead_training=checked["lookahead_training"],
+            finite_difference_epsilon=finite_difference_epsilon,
+            meta_microbatches=meta_microbatches,
+            latent_dim=latent_dim, image_shape=image_shape, latent_space=latent_space,
+            synthetic_pool_size=synthetic_pool_size,
+            meta_holdout_size=0 if holdout is None else len(holdout[1]),
+            checkpoint_generator=checked["checkpoint_generator"], seed=seed, name=name,
+            fused_batchnorm=checked["fused_batchnorm"],
+        )
+        if holdout is not None:
+            model.validation.holdout_images.assign(holdout[0])
+            model.validation.holdout_labels.assign(holdout[1])
     return model
 
 

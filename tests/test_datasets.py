@@ -282,3 +282,41 @@ def test_tfds_missing_says_what_to_install(monkeypatch):
         load("cars")
     with pytest.raises(ValueError, match="Unknown dataset name"):
         load("no_such_set")
+
+
+# --- arguments and folders that loaded something else (issue 24) ---------------
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("ratio", True, r"ratio must be in \(0, 1\]; a bool is not a ratio. Received: ratio=True$"),
+    ("ratio", np.True_, r"a bool is not a ratio. Received: ratio=True$"),
+    ("validation_ratio", "0.1", r"validation_ratio must be in \[0, 1\)\. Received: "
+                                r"validation_ratio='0.1'$"),
+    ("per_class", True, r"per_class must be a positive int. Received: per_class=True$"),
+    ("image_size", True, r"image_size must be a positive int. Received: image_size=True$"),
+    ("seed", 2.5, r"seed must be an integer in \[0, 2\*\*63 - 2\] or None. Received: seed=2.5$"),
+])
+def test_load_refuses_bools_and_strings_before_loading(name, value, message):
+    with pytest.raises(ValueError, match=message):
+        load("no-such-dataset", **{name: value})
+
+
+def test_image_folder_with_one_class_is_refused(tmp_path):
+    _write_pngs(str(tmp_path), ["cat"], per_class=4)
+    with pytest.raises(ValueError, match=r"one subfolder per class, at least 2 .*holds 1\. "
+                                         r"Received: path='.*', class subfolders \['cat'\]$"):
+        load(str(tmp_path), image_size=8)
+    _write_pngs(str(tmp_path / "split" / "train"), ["a"], per_class=4)
+    _write_pngs(str(tmp_path / "split" / "test"), ["a"], per_class=2)
+    with pytest.raises(ValueError, match=r"at least 2.*class subfolders \['a'\]$"):
+        load(str(tmp_path / "split"), image_size=8)
+
+
+@pytest.mark.parametrize("present, missing", [("train", "test"), ("test", "train")])
+def test_image_folder_with_train_but_no_test_is_refused(tmp_path, present, missing):
+    _write_pngs(str(tmp_path / present), ["a", "b"], per_class=4)
+    _write_pngs(str(tmp_path / "c"), ["x"], per_class=4)  # a stray class beside it
+    with pytest.raises(ValueError, match=rf"has {present}/ but no {missing}/ \(it would be "
+                                         rf"read as a class named '{present}'\).*Received: "
+                                         r"path='.*'$"):
+        load(str(tmp_path), image_size=8)

@@ -302,3 +302,105 @@ def test_out_of_memory_names_what_lowers_the_peak(monkeypatch):
         with pytest.raises(tf.errors.ResourceExhaustedError, match=message) as info:
             model.fit(x, y, batch_size=4, verbose=0)
         assert "OOM when allocating tensor" in str(info.value)  # the original message kept
+
+
+# Issue 24: traps that trained silently wrong, and cryptic errors made clear ---
+def _features(inputs):
+    return keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+
+
+def test_softmax_followed_only_by_layers_that_keep_probabilities_is_refused():
+    inputs = keras.Input((8, 8, 1))
+    probs = keras.layers.Dense(3, activation="softmax", name="probs")(_features(inputs))
+    dropped = keras.layers.Dropout(0.2, name="drop")(probs)
+    linear = keras.layers.Activation("linear", name="lin")(dropped)
+    with pytest.raises(ValueError, match=r"features, not probabilities.*Received: a backbone "
+                                         r"whose layer 'probs' \(Dense\) applies a softmax, "
+                                         r"followed only by layers that keep probabilities: "
+                                         r"'drop' \(Dropout\), 'lin' \(Activation\)$"):
+        wrap(keras.Model(inputs, linear))
+    pooled = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3),
+                               keras.layers.Softmax(name="map"),
+                               keras.layers.GlobalAveragePooling2D(name="pool")])
+    with pytest.raises(ValueError, match=r"layer 'map' \(Softmax\) applies a softmax, followed "
+                                         r"only by .*'pool'"):
+        wrap(pooled)
+    nested = keras.Sequential([keras.Model(inputs, probs), keras.layers.Dropout(0.1, name="d")])
+    with pytest.raises(ValueError, match=r"layer 'probs' \(Dense\).*'d' \(Dropout\)$"):
+        wrap(nested)
+    # A layer that computes something after the softmax ends the search.
+    relu = keras.layers.Dense(3, activation="relu")(dropped)
+    wrap(keras.Model(inputs, relu), meta_batch_size=8, finder_hidden_dim=8)
+
+
+def test_a_failed_wrap_leaves_the_backbone_unchanged(monkeypatch):
+    from keras_mgr import mgr_model
+    from keras_mgr.batchnorm import batchnorm_layers
+    from keras_mgr.fused_batchnorm import is_fused
+
+    backbone = tiny.backbone(norm="keras", momentum=0.99)
+    (layer,) = batchnorm_layers(backbone)
+    with pytest.raises(ValueError, match="pcr_weight must be"):  # checked by wrap first
+        wrap(backbone, batchnorm_momentum=0.9, pcr_weight=-1.0)
+    assert layer.momentum == 0.99 and not is_fused(layer)
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    # A failure inside MGRModel, after the momentum is set and the layers fused.
+    monkeypatch.setattr(mgr_model, "ValidationBuffer", fails)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        wrap(backbone, batchnorm_momentum=0.9)
+    assert layer.momentum == 0.99 and not is_fused(layer)
+    monkeypatch.undo()
+    wrap(backbone, batchnorm_momentum=0.9)
+    assert layer.momentum == 0.9 and is_fused(layer)
+
+
+def test_backbone_with_two_inputs_is_refused():
+    images, extra = keras.Input((8, 8, 1)), keras.Input((3,))
+    backbone = keras.Model([images, extra],
+                           keras.layers.Concatenate()([_features(images), extra]))
+    with pytest.raises(ValueError, match=r"must take one input, a batch of images.*Received: "
+                                         r"a backbone with 2 inputs of shapes "
+                                         r"\[\(None, 8, 8, 1\), \(None, 3\)\]$"):
+        wrap(backbone)
+
+
+def _adapter(scale, offset=0.0, output_range=(-1.0, 1.0)):
+    """A generator whose images are `offset + scale * z[0]`: 0 at z = 0, so
+    only latents other than zeros show its range."""
+    from keras_mgr.generators import GeneratorAdapter
+
+    def fn(z, labels):
+        return offset + scale * keras.ops.reshape(keras.ops.tile(z[:, :1], (1, 64)),
+                                                  (-1, 8, 8, 1))
+
+    return GeneratorAdapter(fn, latent_dim=5, num_classes=3, output_range=output_range)
+
+
+def test_generator_returning_nan_is_refused():
+    with pytest.raises(ValueError, match=r"returned NaN or Inf on standard-normal latents.*"
+                                         r"Received: generator output with 512 non-finite of "
+                                         r"512 values$"):
+        wrap(generator=_adapter(np.nan))
+
+
+def test_generator_values_must_lie_in_the_declared_or_assumed_range():
+    # 0..255 images: centred at 127.5, spread by z.
+    with pytest.raises(ValueError, match=r"lie in \[-1, 1\], the range wrap\(\) assumes when "
+                                         r"neither.*Declare the range.*Received: generator "
+                                         r"output \(8 standard-normal latents\) with values in "
+                                         r"\[\d.*, \d.*\]$"):
+        wrap(generator=_adapter(40.0, 127.5, output_range=None))
+    with pytest.raises(ValueError, match=r"its declared output_range \[-1, 1\].*Correct "
+                                         r"generator.output_range"):
+        wrap(generator=_adapter(40.0, 127.5))
+    with pytest.raises(ValueError, match=r"the backbone's input_range \[0, 255\] \(the "
+                                         r"generator declares no output_range\)"):
+        wrap(generator=_adapter(400.0, output_range=None), input_range=(0, 255))
+    # Zero at z = 0, far out of [-1, 1] elsewhere: a check on zeros would miss it.
+    with pytest.raises(ValueError, match=r"declared output_range \[-1, 1\]"):
+        wrap(generator=_adapter(100.0))
+    wrap(generator=_adapter(40.0, 127.5, output_range=(0, 255)), mode="pcr")
+    wrap(generator=_adapter(0.3), mode="pcr")  # within [-1, 1] (5% slack) on these latents

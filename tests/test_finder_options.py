@@ -66,7 +66,8 @@ def test_holdout_smaller_than_meta_batch_is_used_whole():
 
 def test_holdout_larger_than_meta_batch_is_sampled_without_replacement():
     x_val, y_val = tiny.data(30, seed=3)
-    x_val = x_val + np.arange(30)[:, None, None, None]  # rows identify examples
+    # Rows identify examples, inside the generator's range [-1, 1].
+    x_val = np.linspace(-0.9, 0.9, 30)[:, None, None, None] + 0.05 * x_val
     model = build(meta_validation_data=(x_val, np.eye(3)[y_val]))  # one-hot accepted
     seen = set()
     for _ in range(5):
@@ -119,6 +120,8 @@ def test_holdout_is_saved_with_the_weights(tmp_path):
     ({}, "range", r"class ids in \[0, 3\).*\[0, 5\]"),
     ({}, "nan", "NaN"),
     ({}, "not_pair", "tuple \\(images, labels\\).*ndarray"),
+    ({}, "0..255", r"value range \[-1, 1\] \(5% slack\).*Received: meta_validation_data "
+                   r"images with values in \[\d+\.?\d*, 2\d\d\.?\d*\]$"),
 ])
 def test_holdout_bad_input_is_quoted(kwargs, data, message):
     x, y = tiny.data(4, seed=3)
@@ -130,6 +133,7 @@ def test_holdout_bad_input_is_quoted(kwargs, data, message):
         "range": (x, np.array([0, 1, 2, 5])),
         "nan": (np.where(np.arange(4)[:, None, None, None] == 1, np.nan, x), y),
         "not_pair": x,
+        "0..255": ((x + 1) * 127.5, y),
     }[data]
     with pytest.raises(ValueError, match=message):
         build(meta_validation_data=data, **kwargs)

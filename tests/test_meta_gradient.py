@@ -178,6 +178,7 @@ def test_linear_case_by_hand(float64):
     z_in, y_in = keras.Input((latent,)), keras.Input((), dtype="int32")
     generator = keras.Model([z_in, y_in], keras.layers.Dense(d_in, use_bias=False)(z_in))
     generator.latent_dim, generator.num_classes, generator.trainable = latent, n_cls, False
+    generator.output_range = (-10.0, 10.0)  # unbounded; wrap() checks a sample against it
     model = keras_mgr.wrap(backbone, generator, num_classes=n_cls, pcr_weight=lam,
                            augmentation=Scale(), synthetic_batch_size=1,
                            finder_conditional=False, finder_hidden_dim=4)

@@ -1,10 +1,12 @@
 """`SampleGrid`: what the finder picks, beside uniform sampling, each epoch."""
 
+import numbers
 import os
 
 import keras
 import numpy as np
 
+from keras_mgr import atomic_files
 from keras_mgr.callbacks import grid as grid_lib
 
 
@@ -67,8 +69,10 @@ class SampleGrid(keras.callbacks.Callback):
         name="sample_grid",
     ):
         super().__init__()
-        if int(every) < 1:
-            raise ValueError(f"every must be >= 1. Received: every={every}")
+        if not (isinstance(every, numbers.Integral) and not isinstance(every, bool)
+                and every >= 1):  # int(2.5) would silently write every 2 epochs
+            raise ValueError(f"every must be >= 1, a whole number of epochs. "
+                             f"Received: every={every!r}")
         if int(samples_per_class) < 1:
             raise ValueError(
                 f"samples_per_class must be >= 1. Received: samples_per_class={samples_per_class}")
@@ -144,17 +148,18 @@ class SampleGrid(keras.callbacks.Callback):
         if self.directory is not None:
             os.makedirs(self.directory, exist_ok=True)
             path = os.path.join(self.directory, f"{self.name}_epoch{step:04d}.png")
-            if self.figure:
-                _, _, classes = self._fixed_noise()
-                names = self.class_names or [str(c) for c in range(self.model.num_classes)]
-                titles = ["uniform z"] + (
-                    [f"finder F(z), mean shift {panels['shift']:.3f}"] if "finder" in panels
-                    else [])
-                grid_lib.write_figure(
-                    path, [panels[k] for k in keys], titles, [names[c] for c in classes],
-                    title=f"{self.model.mode}, epoch {step}")
-            else:
-                grid_lib.write_png(path, self.last_grid, self.scale)
+            with atomic_files.replacing(path) as temporary:  # whole or not at all
+                if self.figure:
+                    _, _, classes = self._fixed_noise()
+                    names = self.class_names or [str(c) for c in range(self.model.num_classes)]
+                    titles = ["uniform z"] + (
+                        [f"finder F(z), mean shift {panels['shift']:.3f}"]
+                        if "finder" in panels else [])
+                    grid_lib.write_figure(
+                        temporary, [panels[k] for k in keys], titles,
+                        [names[c] for c in classes], title=f"{self.model.mode}, epoch {step}")
+                else:
+                    grid_lib.write_png(temporary, self.last_grid, self.scale)
             self.paths.append(path)
         if self.log_dir is not None:
             import tensorflow as tf

@@ -1,9 +1,11 @@
+import numbers
 import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_mgr import option_checks
 from keras_mgr.datasets.animals import load_animals
 from keras_mgr.datasets.dataset import Dataset
 from keras_mgr.datasets.stratified_subset import (
@@ -87,25 +89,20 @@ def load(
     >>> data.x_train.shape, data.x_test.shape
     ((128, 32, 32, 1), (539, 32, 32, 1))
     """
-    _check_ratio(ratio)  # fail before any loading
-    if not 0.0 <= validation_ratio < 1.0:
-        raise ValueError(
-            "validation_ratio must be in [0, 1). "
-            f"Received: validation_ratio={validation_ratio}"
-        )
-    if not (isinstance(image_size, int) and image_size > 0):
-        raise ValueError(
-            f"image_size must be a positive int. Received: image_size={image_size}"
-        )
+    # Fail before any loading; bools and strings are refused, not converted.
+    _check_ratio(ratio)
+    if not (_is_number(validation_ratio) and 0.0 <= validation_ratio < 1.0):
+        raise ValueError("validation_ratio must be in [0, 1). "
+                         f"Received: validation_ratio={validation_ratio!r}")
+    if not (_is_number(image_size, int) and image_size > 0):
+        raise ValueError(f"image_size must be a positive int. Received: image_size={image_size!r}")
+    if per_class is not None and not (_is_number(per_class, int) and per_class > 0):
+        raise ValueError(f"per_class must be a positive int. Received: per_class={per_class!r}")
+    option_checks.seed(seed)
     low, high = (float(v) for v in value_range)
     if not low < high:
-        raise ValueError(
-            f"value_range must be (low, high) with low < high. "
-            f"Received: value_range={value_range}"
-        )
-
-    if per_class is not None and not (isinstance(per_class, int) and per_class > 0):
-        raise ValueError(f"per_class must be a positive int. Received: per_class={per_class!r}")
+        raise ValueError(f"value_range must be (low, high) with low < high. "
+                         f"Received: value_range={value_range}")
 
     if name == "digits":
         source = _load_digits(image_size)
@@ -132,6 +129,12 @@ def load(
     rest, (x_val, y_val) = data.hold_out(validation_ratio, seed + 1)
     return Dataset(rest.x_train, rest.y_train, rest.x_test, rest.y_test, x_val=x_val,
                    y_val=y_val, class_names=class_names, value_range=(low, high), name=name)
+
+
+def _is_number(value, kind=float):
+    """Whether `value` is a real number (an integer if `kind` is int), not a bool."""
+    wanted = numbers.Integral if kind is int else numbers.Real
+    return isinstance(value, wanted) and not isinstance(value, (bool, np.bool_))
 
 
 def _looks_like_path(name):
@@ -177,6 +180,13 @@ def _load_folder(path, image_size):
         )
     path = os.path.expanduser(os.fspath(path))
     train_dir, test_dir = os.path.join(path, "train"), os.path.join(path, "test")
+    if os.path.isdir(train_dir) != os.path.isdir(test_dir):
+        found, missing = ("train", "test") if os.path.isdir(train_dir) else ("test", "train")
+        raise ValueError(
+            f"An image folder holds either one subfolder per class, or train/ and test/ "
+            f"folders each holding one per class: {path} has {found}/ but no {missing}/ "
+            f"(it would be read as a class named {found!r}). Add {missing}/, or move "
+            f"the class subfolders of {found}/ up. Received: path={path!r}")
     if os.path.isdir(train_dir) and os.path.isdir(test_dir):
         x_train, y_train, names = _read_folder(train_dir, image_size)
         x_test, y_test, test_names = _read_folder(test_dir, image_size)
@@ -195,22 +205,20 @@ def _load_folder(path, image_size):
 
 def _read_folder(path, image_size):
     ds = keras.utils.image_dataset_from_directory(
-        path,
-        labels="inferred",
-        label_mode="int",
-        color_mode="rgb",
-        image_size=(image_size, image_size),
-        batch_size=None,
-        shuffle=False,
-        crop_to_aspect_ratio=True,
-        verbose=False,
-    )
+        path, labels="inferred", label_mode="int", color_mode="rgb",
+        image_size=(image_size, image_size), batch_size=None, shuffle=False,
+        crop_to_aspect_ratio=True, verbose=False)
     images, labels = [], []
     for x, y in ds.batch(256).as_numpy_iterator():
         images.append(np.clip(np.round(x), 0, 255).astype("uint8"))
         labels.append(y.astype("int32"))
     if not images:
         raise ValueError(f"No images found in {path}. Received: path={path!r}")
+    if len(ds.class_names) < 2:
+        raise ValueError(
+            f"An image folder needs one subfolder per class, at least 2 (a classifier of "
+            f"one class learns nothing): {path} holds {len(ds.class_names)}. Received: "
+            f"path={path!r}, class subfolders {list(ds.class_names)}")
     return np.concatenate(images), np.concatenate(labels), list(ds.class_names)
 
 

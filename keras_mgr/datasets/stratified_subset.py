@@ -1,3 +1,5 @@
+import numbers
+
 import numpy as np
 
 
@@ -106,10 +108,11 @@ def stratified_split(labels, ratio, seed=0):
 
 
 def _check_ratio(ratio):
-    try:
-        value = float(ratio)
-    except (TypeError, ValueError):
-        value = float("nan")
+    """`ratio` as a float in (0, 1]. A bool is refused, not read as 1 or 0,
+    and so is a string such as `"0.5"`."""
+    if isinstance(ratio, (bool, np.bool_)):
+        raise ValueError(f"ratio must be in (0, 1]; a bool is not a ratio. Received: ratio={ratio}")
+    value = float(ratio) if isinstance(ratio, numbers.Real) else float("nan")
     if not 0.0 < value <= 1.0:
         raise ValueError(f"ratio must be in (0, 1]. Received: ratio={ratio}")
     return value

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_mgr import checks, option_checks
+
 LABEL_FORMATS = ("int", "one_hot")
 
 
@@ -28,6 +30,9 @@ class GeneratorAdapter(keras.Model):
         output_range: `(low, high)` of the images, or None if unknown.
         label_format: `"int"` (class ids) or `"one_hot"`, what `fn` takes.
 
+    Each argument is checked here (ValueError quoting it), not at the first
+    call, where `int("five")` would fail without naming the argument.
+
     Example:
 
     >>> fn = lambda z, y: keras.ops.tanh(keras.ops.reshape(z, (-1, 2, 2, 1)))
@@ -45,9 +50,9 @@ class GeneratorAdapter(keras.Model):
         if not callable(fn):
             raise ValueError(f"fn must be callable. Received: fn={fn!r}")
         self.fn = fn
-        self.latent_dim = int(latent_dim)
-        self.num_classes = int(num_classes)
-        self.output_range = None if output_range is None else tuple(output_range)
+        self.latent_dim = checks.number("latent_dim", latent_dim, 1, integer=True)
+        self.num_classes = checks.number("num_classes", num_classes, 1, integer=True)
+        self.output_range = option_checks.value_range("output_range", output_range)
         self.label_format = label_format
         self.trainable = False
 
