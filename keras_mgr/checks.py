@@ -1,11 +1,11 @@
-"""Input checks that fail early with a message quoting what was received."""
+"""Checks of options, `compile` arguments and callbacks that fail early with a
+message quoting what was received (data: `keras_mgr.data_checks`)."""
 
 import math
 import numbers
 import warnings
 
 import keras
-import numpy as np
 from keras import ops
 
 _CROSSENTROPY = ("sparse_categorical_crossentropy", "categorical_crossentropy")
@@ -30,156 +30,13 @@ def class_ids(labels, num_classes):
     return ops.cast(labels, "int32")
 
 
-def fit_data(x, y, num_classes, image_shape=None, value_range=None):
-    """Checks `fit`'s inputs before any tracing: NumPy arrays in full, a
-    `tf.data.Dataset` on its element spec and its first batch.
+def __getattr__(name):
+    """The data checks moved to `keras_mgr.data_checks`; importable from here."""
+    if name in ("fit_data", "gan_data", "numpy_labels"):
+        from keras_mgr import data_checks
 
-    `value_range`: the `(low, high)` the generator's images span; real images
-    must lie in it too (5% slack), so 0..255 images against a [-1, 1]
-    generator fail here instead of training silently wrong.
-    """
-    import tensorflow as tf
-
-    if isinstance(x, tf.data.Dataset):
-        return _dataset(x, num_classes, image_shape, value_range)
-    if x is None or not hasattr(x, "shape"):
-        return
-    _arrays(x, y, image_shape, value_range, "fit needs labels: pass y (int class ids or "
-            "one-hot).")
-    if hasattr(y, "shape"):
-        y = np.asarray(y)
-        if y.dtype.kind in "USO":
-            raise ValueError("Labels must be int class ids or one-hot, not strings or "
-                             f"objects. Received: labels of dtype {y.dtype}, e.g. "
-                             f"{y.reshape(-1)[:3].tolist()}")
-        if len(y) != len(x):
-            raise ValueError(f"x and y differ in length. Received: x of shape "
-                             f"{tuple(x.shape)}, y of shape {y.shape}")
-        numpy_labels(y, num_classes)
-
-
-def _arrays(x, y, image_shape, value_range, needs_labels):
-    """Checks shared by the NumPy inputs of both `fit`s: not empty, images
-    (shape, value range), labels present (`needs_labels` says how)."""
-    if len(x) == 0:
-        raise ValueError(f"The training data is empty. Received: x of shape {x.shape}")
-    _images(x, image_shape, value_range, "x")
-    if y is None:
-        raise ValueError(f"{needs_labels} Received: x of shape {tuple(x.shape)} and y=None")
-
-
-def _images(x, image_shape, value_range, what):
-    if image_shape is not None and tuple(x.shape[1:]) != tuple(image_shape):
-        raise ValueError(
-            f"Images of shape {tuple(image_shape)} were expected by the backbone. "
-            f"Received: {what} of shape {tuple(x.shape)}"
-        )
-    if value_range is None or not np.size(x):
-        return
-    low, high = (float(v) for v in value_range)
-    slack = 0.05 * (high - low)
-    x_min, x_max = float(np.min(x)), float(np.max(x))
-    if x_min < low - slack or x_max > high + slack:
-        raise ValueError(
-            f"Images must lie in the generator's value range [{low:g}, {high:g}] (the "
-            f"synthetic images do). Received: {what} with values in [{x_min:g}, {x_max:g}]. "
-            "Rescale them, e.g. x / 127.5 - 1 for 0..255 into [-1, 1]")
-
-
-def _dataset(ds, num_classes, image_shape, value_range):
-    """Element-spec and first-batch checks of a training `tf.data.Dataset`."""
-    import tensorflow as tf
-
-    if int(ds.cardinality()) == 0:
-        raise ValueError(f"The training dataset is empty. Received: {ds!r} with cardinality 0")
-    spec = ds.element_spec
-    if isinstance(spec, dict) or not isinstance(spec, tuple) or not 2 <= len(spec) <= 3 or (
-            any(not isinstance(s, tf.TensorSpec) for s in spec)):
-        raise ValueError(
-            "A training dataset must yield (images, labels) or (images, labels, "
-            "sample_weight) tuples of tensors; map dicts or images alone into that "
-            f"form. Received: element_spec {spec}")
-    images, labels = spec[0], spec[1]
-    if image_shape is not None and images.shape.rank == len(image_shape):
-        raise ValueError(
-            "The training dataset yields single images: batch it, e.g. "
-            f"dataset.batch(32). Received: element_spec images {images.shape}")
-    if image_shape is not None and not images.shape[1:].is_compatible_with(image_shape):
-        raise ValueError(
-            f"Images of shape {tuple(image_shape)} were expected by the backbone. "
-            f"Received: dataset images of shape {images.shape}")
-    if labels.dtype == tf.string:
-        raise ValueError("Labels must be int class ids or one-hot, not strings. "
-                         f"Received: dataset labels {labels}")
-    rank = labels.shape.rank
-    if rank is not None and (rank not in (1, 2) or rank == 2 and labels.shape[1] not in (
-            1, num_classes, None)):
-        raise ValueError(
-            "Labels must be int class ids of shape (batch,) or (batch, 1), or one-hot of "
-            f"shape (batch, {num_classes}) for num_classes={num_classes}. Received: dataset "
-            f"labels of shape {tuple(labels.shape)}")
-    try:
-        first = next(iter(ds.take(1)))
-    except StopIteration:
-        raise ValueError(f"The training dataset is empty: it yielded no batch. "
-                         f"Received: {ds!r}") from None
-    _images(np.asarray(first[0]), None, value_range, "a first dataset batch")
-    numpy_labels(np.asarray(first[1]), num_classes)
-
-
-def gan_data(x, y, num_classes, image_shape):
-    """Checks `ConditionalGAN.fit`'s inputs: batched `(images, labels)` with
-    int class ids (the GAN embeds ids; one-hot labels are refused)."""
-    import tensorflow as tf
-
-    if isinstance(x, tf.data.Dataset):
-        _dataset(x, num_classes, image_shape, None)
-        labels = x.element_spec[1]
-        if labels.shape.rank == 2 and labels.shape[1] != 1:
-            raise ValueError(
-                "ConditionalGAN.fit takes int class ids of shape (batch,), not one-hot "
-                "labels: map them with tf.argmax(labels, -1). Received: dataset labels of "
-                f"shape {tuple(labels.shape)}")
-        return
-    if x is None or not hasattr(x, "shape"):
-        return
-    _arrays(x, y, image_shape, None, "ConditionalGAN.fit needs labels (int class ids).")
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] != 1 or y.ndim > 2 or len(y) != len(x):
-        raise ValueError(
-            f"ConditionalGAN.fit takes one int class id per image, shape ({len(x)},): map "
-            f"one-hot labels with argmax. Received: labels of shape {y.shape} for images "
-            f"of shape {tuple(x.shape)}")
-    numpy_labels(y, num_classes)
-
-
-def numpy_labels(y, num_classes):
-    """Validates NumPy labels: format, integrality and range."""
-    if y.ndim == 2 and y.shape[1] == num_classes and num_classes > 1:
-        if not np.all((y == 0) | (y == 1)) or not np.all(y.sum(axis=1) == 1):
-            raise ValueError(
-                f"Labels of shape {y.shape} look one-hot but rows are not one-hot "
-                f"(values in {{0, 1}}, one 1 per row). Received: first row {y[0].tolist()}"
-            )
-        return
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1:
-        raise ValueError(
-            "Labels must be int class ids of shape (n,) or (n, 1), or one-hot of "
-            f"shape (n, {num_classes}) for num_classes={num_classes}. "
-            f"Received: labels of shape {y.shape}"
-        )
-    if y.size and not np.all(np.equal(np.mod(y, 1), 0)):
-        raise ValueError(
-            "Labels must be integer class ids. Received: non-integer values such as "
-            f"{y[np.mod(y, 1) != 0][:3].tolist()}"
-        )
-    if y.size and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(
-            f"Labels must be class ids in [0, {num_classes}) for num_classes="
-            f"{num_classes}. Received: labels in [{y.min()}, {y.max()}]"
-        )
+        return getattr(data_checks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def logits_loss(loss):
@@ -189,8 +46,15 @@ def logits_loss(loss):
     cross-entropy given by name (or as Keras's function) becomes
     `SparseCategoricalCrossentropy(from_logits=True)`. A loss object built
     for probabilities (`from_logits=False`) would train on logits silently
-    wrong: refused, as is any other loss name.
+    wrong: refused, as is any other loss name, a loss for one-hot labels
+    (`CategoricalCrossentropy`, ...), and `None` or a dict / list of losses
+    (the model has one output; Keras would fail at the first step).
     """
+    if loss is None or not (isinstance(loss, str) or callable(loss)):
+        raise ValueError(
+            "loss must be \"auto\", a cross-entropy given by name, or one callable "
+            "`loss(class_ids, logits)`: the model has one output, the head's logits. "
+            f"Received: loss={loss!r}")
     if isinstance(loss, str) or loss in (keras.losses.sparse_categorical_crossentropy,
                                          keras.losses.categorical_crossentropy):
         name = loss if isinstance(loss, str) else loss.__name__
@@ -200,6 +64,12 @@ def logits_loss(loss):
                 "head's logits); pass a callable `loss(class_ids, logits)` for anything "
                 f"else. Received: loss={loss!r}")
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if _categorical(loss):
+        raise ValueError(
+            "Losses receive int class ids (one-hot labels are converted), so a loss for "
+            "one-hot labels cannot work: use SparseCategoricalCrossentropy(from_logits=True) "
+            "(or loss=\"categorical_crossentropy\" by name, read that way). Received: "
+            f"loss={_name(loss)}")
     if getattr(loss, "from_logits", None) is False or (
             hasattr(loss, "get_config") and loss.get_config().get("from_logits") is False):
         raise ValueError(
@@ -208,6 +78,109 @@ def logits_loss(loss):
             "from_logits=True (or loss=\"auto\"). Received: "
             f"{type(loss).__name__} with from_logits=False")
     return loss
+
+
+# Losses and metrics for one-hot labels (names without "_", lower case),
+# with the form to use.
+_ONE_HOT = {
+    "categoricalaccuracy": "\"sparse_categorical_accuracy\" (or \"accuracy\")",
+    "topkcategoricalaccuracy": "\"sparse_top_k_categorical_accuracy\"",
+    "categoricalcrossentropy": "SparseCategoricalCrossentropy(from_logits=True)",
+    "categoricalhinge": "none exists: compute it from predict()",
+    "categoricalfocalcrossentropy": "none exists: compute it from predict()",
+}
+# Metric names that read probabilities (Keras builds them with from_logits=False).
+_PROBABILITY_METRICS = ("auc", "crossentropy", "ce", "sparsecategoricalcrossentropy",
+                        "binarycrossentropy", "bce", "binaryfocalcrossentropy")
+
+
+def compile_arguments(model, optimizer, loss, metrics, finder_optimizer, weighted_metrics):
+    """`compile`'s `(optimizer, loss, metrics, finder_optimizer)` with `"auto"`
+    resolved (see `MGRModel.compile`), checked.
+
+    The model has one output, logits, and labels reach the loss and the
+    metrics as int class ids: a metric for one-hot labels or for
+    probabilities would report wrong values without a word, so it is
+    refused with the form to use; see also `logits_loss` and `learning_rate`.
+    """
+    if isinstance(optimizer, str) and optimizer == "auto":
+        optimizer = keras.optimizers.Adam(1e-3)
+    if optimizer is None:
+        raise ValueError("optimizer must be \"auto\", an optimizer name or a "
+                         "keras.optimizers.Optimizer. Received: optimizer=None")
+    optimizer = learning_rate(keras.optimizers.get(optimizer))
+    if isinstance(loss, str) and loss == "auto":
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if isinstance(metrics, str) and metrics == "auto":
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    auto_finder = isinstance(finder_optimizer, str) and finder_optimizer == "auto"
+    if not model.uses_finder and not auto_finder and finder_optimizer is not None:
+        warnings.warn(f"mode={model.mode!r} has no finder: finder_optimizer ignored. "
+                      f"Received: {finder_optimizer!r}", stacklevel=3)
+    if auto_finder:
+        finder_optimizer = keras.optimizers.Adam(model.finder_learning_rate, epsilon=1e-12)
+    finder_optimizer = keras.optimizers.get(finder_optimizer) if model.uses_finder else None
+    for metric in _leaves(metrics) + _leaves(weighted_metrics):
+        if _categorical(metric):
+            raise ValueError(
+                "Metrics receive int class ids (one-hot labels are converted) and logits, "
+                "so this metric for one-hot labels would report wrong values: use "
+                f"{_ONE_HOT[_key(metric)]}. Received: metric {_name(metric)}")
+        if (metric.get_config().get("from_logits") is False if hasattr(metric, "get_config")
+                else _key(metric) in _PROBABILITY_METRICS):  # an object, or a name / function
+            raise ValueError(
+                "Metrics receive logits (the head has no softmax), so this metric, which "
+                "reads probabilities, would report wrong values: use from_logits=True "
+                "(e.g. SparseCategoricalCrossentropy(from_logits=True)); an AUC also needs "
+                "one-hot labels, which metrics do not receive here: compute it from "
+                f"predict(). Received: metric {_name(metric)} (from_logits=False)")
+    return optimizer, logits_loss(loss), metrics, finder_optimizer
+
+
+def learning_rate(optimizer):
+    """`optimizer`, refused if its learning rate is negative (it would also
+    flip the sign of the lookahead's step eta in the meta-gradient) or zero
+    (nothing would train); a schedule is checked at its first step and may
+    start at 0 (warm-up)."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    scheduled = isinstance(getattr(inner, "_learning_rate", None),
+                           keras.optimizers.schedules.LearningRateSchedule)
+    rate = float(ops.convert_to_numpy(inner.learning_rate))
+    if not math.isfinite(rate) or rate < 0 or (rate == 0 and not scheduled):
+        given = (f"a {type(inner._learning_rate).__name__} schedule starting at {rate:g}"
+                 if scheduled else f"learning_rate={rate:g}")
+        raise ValueError(
+            f"The optimizer's learning rate must be {'>= 0' if scheduled else '> 0'}: a "
+            "negative one ascends the loss and flips the sign of the lookahead's step in "
+            f"the meta-gradient. Received: {type(inner).__name__} with {given}")
+    return optimizer
+
+
+def _leaves(metrics):
+    """The metrics of a list, tuple or dict (per output), nested or not."""
+    if isinstance(metrics, dict):
+        return [m for v in metrics.values() for m in _leaves(v)]
+    if isinstance(metrics, (list, tuple)):
+        return [m for v in metrics for m in _leaves(v)]
+    return [] if metrics is None else [metrics]
+
+
+def _name(value):
+    """How a loss or metric given as a name, a function or an object reads."""
+    if isinstance(value, str):
+        return repr(value)
+    return getattr(value, "__name__", None) or type(value).__name__
+
+
+def _key(value):
+    """A loss or metric's name, function name or class name, lower case, no "_"."""
+    name = value if isinstance(value, str) else _name(value)
+    return name.lower().replace("_", "")
+
+
+def _categorical(value):
+    """Whether a loss or metric reads one-hot labels (`CategoricalAccuracy`, ...)."""
+    return _key(value) in _ONE_HOT
 
 
 def choice(name, value, choices):

@@ -5,13 +5,13 @@ The method's parts live in `terms` (the modes), `synthesis` (images),
 `validation_buffer`, `numerics`, `schedule` (host side) and `saving`.
 """
 
-import warnings
-
 import keras
 import tensorflow as tf
 from keras import ops
 
 from keras_mgr import batchnorm, checks, meta, multi_worker, numerics, saving, schedule, terms
+from keras_mgr.batch_checks import BatchCheck, make_checked_test_function
+from keras_mgr.data_checks import evaluate_arguments, fit_arguments, predict_arguments
 from keras_mgr.finder import Finder
 from keras_mgr.fused_batchnorm import fuse as fuse_batchnorm
 from keras_mgr.objective import Objective
@@ -27,7 +27,7 @@ META_GRADIENTS = ("second_order", "finite_difference", "random_drift")
 
 
 @keras.saving.register_keras_serializable(package="keras_mgr")
-class MGRModel(keras.Model):
+class MGRModel(saving.Checkpointing, keras.Model):
     """Backbone + linear head, trained with synthetic-image regularization.
 
     Usually built by `keras_mgr.wrap()`, which checks the parts and documents
@@ -120,6 +120,7 @@ class MGRModel(keras.Model):
         self.nonfinite = self.add_weight(
             shape=(), initializer="zeros", dtype="int32", trainable=False,
             name="nonfinite", aggregation="only_first_replica")
+        self.batch_check = BatchCheck.of(self)  # checks every batch in the step
         self.finder_optimizer = None
         self.build((None,) + self.image_shape)
 
@@ -137,6 +138,7 @@ class MGRModel(keras.Model):
         return self.backbone.trainable_variables + self.head.trainable_variables
 
     def call(self, images, training=False):
+        images = self.batch_check.sized(images)  # one image: a ValueError, not 8 predictions
         return self.head(self.backbone(images, training=training))
 
     def compile(self, optimizer="auto", loss="auto", metrics="auto", finder_optimizer="auto",
@@ -154,21 +156,9 @@ class MGRModel(keras.Model):
                 eta * lambda) and Adam's default epsilon would swamp them.
             **kwargs: passed to `keras.Model.compile` (`jit_compile`, ...).
         """
-        optimizer = keras.optimizers.Adam(1e-3) if optimizer == "auto" else optimizer
-        if loss == "auto":
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        if metrics == "auto":
-            metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-        auto_finder = isinstance(finder_optimizer, str) and finder_optimizer == "auto"
-        if not self.uses_finder and not auto_finder and finder_optimizer is not None:
-            warnings.warn(f"mode={self.mode!r} has no finder: finder_optimizer ignored. "
-                          f"Received: {finder_optimizer!r}", stacklevel=2)
-        if auto_finder:
-            finder_optimizer = keras.optimizers.Adam(self.finder_learning_rate, epsilon=1e-12)
-        super().compile(optimizer=optimizer, loss=checks.logits_loss(loss), metrics=metrics,
-                        **kwargs)
-        self.finder_optimizer = (keras.optimizers.get(finder_optimizer)
-                                 if self.uses_finder else None)
+        optimizer, loss, metrics, self.finder_optimizer = checks.compile_arguments(
+            self, optimizer, loss, metrics, finder_optimizer, kwargs.get("weighted_metrics"))
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
         # Each optimizer is built on exactly the variables it updates, so that
         # `.keras` saving and BackupAndRestore keep both states.
         self.optimizer.build(self.classifier_variables + self.regularizer.trainable_variables)
@@ -197,7 +187,7 @@ class MGRModel(keras.Model):
 
     def _train_step(self, data, meta_step):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        y = checks.class_ids(y, self.num_classes)
+        x, y, batch_ok = self.batch_check(x, y)  # a bad batch: no update, the host raises
         x = ops.cast(x, self.compute_dtype)
         theta_vars = self.classifier_variables
         updated = theta_vars + self.regularizer.trainable_variables
@@ -223,7 +213,8 @@ class MGRModel(keras.Model):
         ok = numerics.record_nonfinite(self.nonfinite, self.optimizer,
                                        (aux["ce"], aux.get("synthetic")), loss_val, grads,
                                        meta_grads or [])
-        numerics.apply_if(ok, self.optimizer, grads, updated)
+        ok = ops.logical_and(ok, batch_ok)
+        numerics.apply_if(ok, self.optimizer, grads, updated, self.nonfinite)
         if meta_grads is not None:
             # Order the finder's all-reduce after the main optimizer's: two
             # independent collectives may run in a different order per replica.
@@ -233,7 +224,8 @@ class MGRModel(keras.Model):
             # buffer not yet full (its zero rows would enter BN statistics).
             meta_ok = ops.logical_and(ok, ops.logical_and(
                 numerics.all_finite(meta_grads), self.validation.ready()))
-            numerics.apply_if(meta_ok, self.finder_optimizer, meta_grads, phi_vars)
+            numerics.apply_if(meta_ok, self.finder_optimizer, meta_grads, phi_vars,
+                              self.nonfinite)
             self.meta_tracker.update_state(numerics.all_replicas(loss_val))
             self.meta_grad_norm_tracker.update_state(meta.global_norm(meta_grads))
         for var, real, synthetic in zip(self.backbone.non_trainable_variables,
@@ -255,7 +247,7 @@ class MGRModel(keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        y = checks.class_ids(y, self.num_classes)
+        x, y, _ = self.batch_check(x, y)  # the host raises after the batch (evaluate_arguments)
         logits = self(x, training=False)
         loss = self._ce(y, logits, sample_weight)
         self._loss_tracker.update_state(numerics.all_replicas(loss), sample_weight=ops.shape(x)[0])
@@ -274,7 +266,7 @@ class MGRModel(keras.Model):
 
     def make_train_function(self, force=False):
         """Two compiled step functions, the fused meta step every `meta_every` steps
-        (`schedule.alternate`); the host reads the non-finite flag after each."""
+        (`schedule.alternate`); the host reads the batch and non-finite flags after each."""
         if self.train_function is not None and not force:
             return self.train_function
         self.nonfinite.assign(0)
@@ -284,17 +276,25 @@ class MGRModel(keras.Model):
         self.train_function = schedule.alternate(
             plain, fused, self.meta_every if self.uses_finder else 1, self.steps_per_execution,
             lambda: self.optimizer.iterations.numpy(),
-            lambda step: numerics.raise_if_nonfinite(self.nonfinite, name, step,
-                                                     self.steps_per_execution))
+            lambda step: self.batch_check.after_training(step, self.steps_per_execution, [
+                self.nonfinite]) or numerics.raise_if_nonfinite(self.nonfinite, name, step,
+                                                                self.steps_per_execution))
         return self.train_function
 
+    make_test_function = make_checked_test_function  # then the host reads each batch's check
+
     def fit(self, x=None, y=None, *args, **kwargs):
-        checks.fit_data(x, y, self.num_classes, self.image_shape,
-                        None if self.term is None else self.regularizer.value_range)
-        checks.checkpoint_callbacks(self, kwargs.get("callbacks"))
+        x, y, kwargs = fit_arguments(self, x, y, args, kwargs)  # then each batch: BatchCheck
         if self.term is not None and not self.synthetic_batch_size:
-            schedule.follow_fit_batch_size(self, x, args[0] if args else kwargs.get("batch_size"))
+            schedule.follow_fit_batch_size(self, x, kwargs.get("batch_size"))
         with out_of_memory_hint(self):
-            history = super().fit(x, y, *args, **dataset_fit_kwargs(x, kwargs))
+            history = super().fit(x, y, **dataset_fit_kwargs(x, kwargs))
         batchnorm.warn_if_unconverged(self.backbone, int(self.optimizer.iterations.numpy()))
         return history
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        x, y = evaluate_arguments(self, x, y, kwargs)  # then every batch: BatchCheck
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        return super().predict(predict_arguments(self, x), *args, **kwargs)

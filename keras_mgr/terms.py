@@ -87,7 +87,7 @@ MODE_TABLE = {
 MODES = tuple(MODE_TABLE)
 
 # The "auto" finder settings, per finder mode: the best measured ones
-# (benchmarks/ablation.py and the metagda trust-region runs; README "Ablation").
+# (benchmarks/ablation.py and the metagda trust-region runs; docs/benchmarks.md).
 FINDER_DEFAULTS = {
     "mgr": {"meta_every": 5, "finder_learning_rate": 1e-2, "finder_max_shift": None,
             "meta_microbatches": "auto"},  # per synthetic batch: microbatches.resolve

@@ -80,7 +80,7 @@ def wrap(
         finder_max_shift: largest `||F_phi(z) - z||` the finder may move a
             latent (a trust region; None: unbounded). `"auto"`: None for
             mgr (PCR is label-free), 0.5 for metagda (a labelled sample
-            must keep its class). README has the measurements.
+            must keep its class). docs/benchmarks.md has the measurements.
         synthetic_batch_size: synthetic images per step; default: the real
             batch size passed to `fit` (per replica), also on a smaller last
             batch.
@@ -97,7 +97,7 @@ def wrap(
         finite_difference_epsilon: DARTS step, divided by `||v||`.
         meta_microbatches: k > 1 splits the synthetic batch into k slices for
             the exact meta step's second-order pass, one slice at a time in a
-            `tf.while_loop`: less peak memory (README "Cost"), one more
+            `tf.while_loop`: less peak memory (docs/benchmarks.md "Cost"), one more
             first-order pass over the views. The meta-gradient is the same
             sum; with BatchNorm in the backbone each slice's views use their
             own batch statistics, so it then differs from k = 1 (no accuracy

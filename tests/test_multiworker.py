@@ -1,6 +1,6 @@
 """tf.distribute.MultiWorkerMirroredStrategy against one-process MirroredStrategy.
 
-README "Several GPUs": losses are scaled per replica, replica r draws its own
+docs/guide.md "Several GPUs": losses are scaled per replica, replica r draws its own
 latents (its replica id folded into the seed), and the lookahead is per
 replica (each replica forms theta' from its own batch and validation buffer;
 the finder's optimizer averages the meta-gradients). With 2 workers of one
@@ -270,7 +270,7 @@ class KerasMultiWorkerFitBug(Exception):
 def test_plain_keras_fit_trains_under_two_workers(two_workers):
     """A plain Keras model's fit under the same 2 workers. When Keras fixes
     it, this passes (strict xfail: the suite then fails): drop
-    keras_mgr/multi_worker.py and the README's note."""
+    keras_mgr/multi_worker.py and the note in docs/guide.md."""
     _, _, plain = two_workers
     if any("Attempt to convert a value (PerReplica" in error for error in plain):
         raise KerasMultiWorkerFitBug(plain)

@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from keras_mgr import checks, numerics, synthesis
+from keras_mgr import atomic_files, data_checks, numerics, synthesis
 from keras_mgr.generators.conditional_generator import ConditionalGenerator
 from keras_mgr.generators.diff_augment import DiffAugment
 from keras_mgr.generators.projection_discriminator import ProjectionDiscriminator
@@ -13,7 +13,7 @@ from keras_mgr.utils import dataset_fit_kwargs
 
 
 @keras.saving.register_keras_serializable(package="keras_mgr")
-class ConditionalGAN(keras.Model):
+class ConditionalGAN(atomic_files.AtomicSaving, keras.Model):
     """Class-conditional GAN sized for small labelled datasets.
 
     A `ConditionalGenerator` and a spectrally normalised
@@ -123,10 +123,11 @@ class ConditionalGAN(keras.Model):
     def fit(self, x=None, *args, **kwargs):
         """`keras.Model.fit`; a `tf.data.Dataset` keeps its own order (no
         shuffle warning: batch and shuffle it yourself). Inputs are checked
-        first (int class ids, batched datasets); a non-finite d_loss or g_loss
-        stops training with that step's updates skipped."""
-        checks.gan_data(x, args[0] if args else kwargs.get("y"), self.num_classes,
-                        self.image_shape)
+        first (int class ids, batched datasets, images in `output_range`); a
+        non-finite d_loss or g_loss stops training with that step's updates
+        skipped."""
+        data_checks.gan_data(x, args[0] if args else kwargs.get("y"), self.num_classes,
+                             self.image_shape, self.output_range)
         kwargs = dataset_fit_kwargs(x, kwargs)
         kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), _StopOnNonFinite()]
         return super().fit(x, *args, **kwargs)
