@@ -468,6 +468,7 @@ def test_gpu_check_tiny_cli(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     text = (tmp_path / "gpu_check_cpu_tiny.md").read_text()
+    assert "## Machine" in text and "- CPU: " in text
     rows = [line for line in text.splitlines() if line.startswith("| mgr |")]
     assert len(rows) == 2  # agreement and cost
     # XLA agrees with the plain step: losses to round-off; weights within what
