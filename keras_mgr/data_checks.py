@@ -121,7 +121,8 @@ def evaluate_arguments(model, x, y, kwargs):
 
 def predict_arguments(model, x):
     """`predict`'s `x`, a Python list made an array, its size checked when
-    known (an array, a dataset's element spec); `call` checks the rest."""
+    known (an array, a dataset's element spec) and an array's values against
+    the range training held real images to; `call` checks the rest."""
     import tensorflow as tf
 
     x = as_array(x, "x")
@@ -129,6 +130,8 @@ def predict_arguments(model, x):
     spec = spec[0] if isinstance(spec, tuple) else spec
     if hasattr(x, "shape") or isinstance(spec, tf.TensorSpec):
         model.batch_check.static_shape(tf.TensorSpec(x.shape if spec is None else spec.shape))
+    if isinstance(x, np.ndarray) and x.ndim == len(model.image_shape) + 1:
+        _images(x, None, model.batch_check.value_range, "x")
     return x
 
 

@@ -252,6 +252,14 @@ def test_evaluate_without_labels_and_predict_of_one_image():
         m.predict(Batches([(np.zeros((4, 9, 9, 1), "float32"),)] * 2), verbose=0)
 
 
+def test_predict_on_arrays_outside_the_training_range_is_refused():
+    x, _ = tiny.data(N)
+    with pytest.raises(ValueError, match=r"value range \[-1, 1\].*Received: x with values in "
+                                         r"\[\d+(\.\d+)?, \d+"):
+        model().predict(x * 127.5 + 127.5, verbose=0)
+    assert model("base").predict(x * 127.5 + 127.5, verbose=0).shape == (N, 3)  # no range
+
+
 def test_labels_at_the_boundary_pass_on_every_path():
     x, y = tiny.data(N)
     y[:] = 2  # num_classes - 1
