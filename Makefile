@@ -9,8 +9,13 @@ STAMP := $(VENV)/.installed-$(shell cat $(REQUIREMENTS) | cksum | cut -d' ' -f1)
 # `make test-latest`: the newest releases of everything, in a venv of their own.
 LATEST := .venv-latest
 PYTEST_ARGS ?=
+# The core of the suite, run again under KERAS_BACKEND=jax by `make test`
+# (tests of TensorFlow-only features are marked tensorflow_only and skipped
+# there with the reason); `make test-jax` runs every test file under JAX.
+JAX_TESTS := tests/test_backends.py tests/test_model.py tests/test_failures.py \
+	tests/test_saving.py tests/test_saved_fixtures.py tests/test_finder_options.py
 
-.PHONY: setup demo test test-slow test-latest constraints lint format clean
+.PHONY: setup demo test test-jax test-slow test-latest constraints lint format clean
 
 setup: $(STAMP)
 
@@ -21,7 +26,7 @@ $(STAMP): $(REQUIREMENTS)
 	@echo "about 5 minutes on a first run (pip is quiet meanwhile), seconds afterwards."
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[cpu]" -r requirements-test.txt
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[cpu,jax]" -r requirements-test.txt
 	$(BIN)/python -m pip install -q -c constraints.txt --no-deps -r requirements-nodeps.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
@@ -41,6 +46,10 @@ demo: $(STAMP)
 # (522 tests in 8 min 54 s on an idle 2-core machine).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -n 2 --dist loadfile $(JAX_TESTS) $(PYTEST_ARGS)
+
+test-jax: $(STAMP)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)

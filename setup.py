@@ -28,6 +28,8 @@ setuptools.setup(
     extras_require={
         "cpu": ["tensorflow-cpu>=2.18"],
         "gpu": ["tensorflow[and-cuda]>=2.18"],
+        # The JAX backend (KERAS_BACKEND=jax); jax 0.10 is the last on Python 3.11.
+        "jax": ["jax[cpu]>=0.10"],
         "test": ["pytest", "pytest-xdist", "ruff", "tensorflow-datasets", "matplotlib",
                  "nbclient", "nbformat", "ipykernel", "tensorboard", "keras-cv",
                  "tokenizers", "sentencepiece"],  # = requirements-test.txt

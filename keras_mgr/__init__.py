@@ -14,10 +14,11 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import keras  # noqa: E402
 
-if keras.backend.backend() != "tensorflow":
+if keras.backend.backend() not in ("tensorflow", "jax"):
     raise ImportError(
-        "keras_mgr needs the TensorFlow backend of Keras (nested tf.GradientTape "
-        f"meta step). Set KERAS_BACKEND=tensorflow. Received: {keras.backend.backend()!r}"
+        "keras_mgr runs on the TensorFlow and JAX backends of Keras; its meta step "
+        "has not been built on the others. Set KERAS_BACKEND=tensorflow or "
+        f"KERAS_BACKEND=jax. Received: {keras.backend.backend()!r}"
     )
 
 from keras_mgr import backbones, callbacks, datasets, generators, layers  # noqa: E402

@@ -1,6 +1,7 @@
 """Differentiable view augmentation for pseudo consistency regularization."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_mgr import option_checks, random
@@ -125,6 +126,28 @@ def _shift(images, offsets, axis):
     return ops.take_along_axis(images, ops.broadcast_to(index, ops.shape(images)), axis=axis)
 
 
+def _image_gradient(augmentation, images):
+    """`(d sum(views^2) / d images, views)`; the gradient None where it does
+    not exist (TensorFlow) or is zero everywhere (JAX, which has no None)."""
+    def total(x):
+        views = augmentation(x, training=True)
+        return ops.sum(ops.square(ops.cast(views, "float32"))), views
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        with keras.StatelessScope():  # its random streams may advance
+            grad, views = jax.grad(total, has_aux=True)(images)
+        return (grad if np.any(np.asarray(grad)) else None), views
+    import tensorflow as tf
+
+    images = tf.constant(images)
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        value, views = total(images)
+    return tape.gradient(value, images), views
+
+
 def check_differentiable(augmentation, image_shape, dtype="float32"):
     """Raises if `augmentation` blocks the gradient with respect to its input.
 
@@ -132,14 +155,8 @@ def check_differentiable(augmentation, image_shape, dtype="float32"):
     return `None` image gradients without an error; through PCR that would
     silently cut the finder's meta-gradient.
     """
-    import tensorflow as tf
-
-    images = tf.random.uniform((2,) + tuple(image_shape), dtype=dtype)
-    with tf.GradientTape() as tape:
-        tape.watch(images)
-        views = augmentation(images, training=True)
-        total = tf.reduce_sum(tf.cast(views, "float32") * tf.cast(views, "float32"))
-    grad = tape.gradient(total, images)
+    images = np.random.default_rng(0).uniform(size=(2,) + tuple(image_shape)).astype(dtype)
+    grad, views = _image_gradient(augmentation, images)
     name = getattr(augmentation, "name", type(augmentation).__name__)
     if grad is None:
         raise ValueError(

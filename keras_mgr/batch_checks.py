@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from keras_mgr import checks, numerics
+from keras_mgr import backend, checks, numerics
 from keras_mgr.data_checks import RANGE_SLACK
 
 # What the code in `BatchCheck.state[0]` names (1, 2, ...).
@@ -153,16 +153,22 @@ class BatchCheck:
         """On the host, before `evaluate` (`what`: "evaluate", "validation")."""
         self.batches, self.what = 0, what
 
-    def after_each(self, function, steps_per_execution):
-        """Keras's test `function`, then the host check of the batches it ran."""
-        def checked(iterator):
-            logs = function(iterator)
+    def after_each(self, function, steps_per_execution, wrap=None):
+        """Keras's test `function`, then the host check of the batches it ran;
+        `wrap(function, check)` runs the check where a backend needs it (JAX)."""
+        def check():
             self.batches += steps_per_execution()
             self.raise_if_bad(f"{self.what} stopped: its metrics would be meaningless",
                               f"{self.what} batch {_steps(self.batches, steps_per_execution())}")
-            return logs
 
-        return checked
+        if wrap is None:
+            def wrap(function, check):
+                def checked(*arguments):
+                    logs = function(*arguments)
+                    check()
+                    return logs
+                return checked
+        return wrap(function, check)
 
     def after_training(self, step, steps_per_execution, flags=()):
         """On the host after training `step` (1-based, the last one run);
@@ -218,8 +224,13 @@ def make_checked_test_function(model, force=False):
     `test_on_batch` alike); `MGRModel.make_test_function` is this."""
     if model.test_function is None or force:
         keras.Model.make_test_function(model, force)
+        wrap = None
+        if not backend.is_tensorflow():
+            from keras_mgr.backend import jax_step
+
+            wrap = jax_step.flag_reader(model, [model.batch_check.state])
         model.test_function = model.batch_check.after_each(
-            model.test_function, lambda: model.steps_per_execution)
+            model.test_function, lambda: model.steps_per_execution, wrap)
     return model.test_function
 
 

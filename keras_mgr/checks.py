@@ -223,7 +223,7 @@ _FINDER = ("meta_every", "meta_gradient", "finder_learning_rate", "finder_hidden
            "finder_num_layers",
            "finder_conditional", "finder_max_shift", "meta_batch_size",
            "lookahead_training", "finite_difference_epsilon", "latent_space",
-           "meta_microbatches")
+           "meta_microbatches", "meta_accumulation")
 _USED = {"base": (), "gda": _SYNTHETIC + _GDA, "metagda": _SYNTHETIC + _GDA + _FINDER,
          "pcr": _SYNTHETIC + _PCR, "mgr": _SYNTHETIC + _PCR + _FINDER}
 

@@ -42,6 +42,7 @@ Example:
 
 import functools
 import threading
+import warnings
 
 import keras
 import tensorflow as tf
@@ -89,7 +90,15 @@ def _unfused_depth():
 
 def fuse(model):
     """Installs the fused training pass on every eligible BatchNormalization
-    layer of `model` (nested models included). Returns how many have it."""
+    layer of `model` (nested models included). Returns how many have it
+    (none, with a warning, on a backend other than TensorFlow)."""
+    if keras.backend.backend() != "tensorflow":
+        if any(eligible(layer) for layer in batchnorm_layers(model)):
+            warnings.warn("fused_batchnorm=True asks for TensorFlow's fused BatchNorm kernel, "
+                          f"which the {keras.backend.backend()} backend does not have: "
+                          "Keras's own BatchNormalization pass runs (XLA compiles it). "
+                          "Pass fused_batchnorm=False to silence this.", stacklevel=3)
+        return 0
     count = 0
     for layer in batchnorm_layers(model):
         if eligible(layer):

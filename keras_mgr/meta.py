@@ -115,7 +115,8 @@ def meta_scale(optimizer, learning_rate, dtype):
 def random_direction(grads, seed_state):
     """A random direction with the global norm of `grads` (the random-drift
     control), seeded from `seed_state` without advancing it (mgr's draws)."""
-    seed = tf.cast((seed_state.value + tf.constant([104729, 0], "int64")) % (2**32), "uint32")
+    seed = random.to_uint32(seed_state.value + ops.convert_to_tensor([104729, 0],
+                                                                      seed_state.dtype))
     noise = [random.normal(ops.shape(g), seed + i, g.dtype) for i, g in enumerate(grads)]
     scale = global_norm(grads) / (global_norm(noise) + 1e-30)
     return [n * ops.cast(scale, n.dtype) for n in noise]

@@ -1,19 +1,30 @@
 """`MGRModel`: the variables and the Keras plumbing of an MGR classifier.
 
 The method's parts live in `terms` (the modes), `synthesis` (images),
-`objective` (losses as pure functions), `meta` (meta-gradients),
-`validation_buffer`, `numerics`, `schedule` (host side) and `saving`.
+`objective` (losses as pure functions), `step` (one training step), `meta`
+(meta-gradients), `validation_buffer`, `numerics`, `schedule` (host side),
+`saving`, and `backend` (what differs between TensorFlow and JAX).
 """
 
 import keras
-import tensorflow as tf
 from keras import ops
 
-from keras_mgr import batchnorm, checks, meta, multi_worker, numerics, saving, schedule, terms
+from keras_mgr import (
+    backend,
+    batchnorm,
+    checks,
+    multi_worker,
+    numerics,
+    saving,
+    schedule,
+    step,
+    terms,
+)
 from keras_mgr.batch_checks import BatchCheck, make_checked_test_function
 from keras_mgr.data_checks import evaluate_arguments, fit_arguments, predict_arguments
 from keras_mgr.finder import Finder
 from keras_mgr.fused_batchnorm import fuse as fuse_batchnorm
+from keras_mgr.meta_accumulation import MetaAccumulator
 from keras_mgr.objective import Objective
 from keras_mgr.out_of_memory import hint as out_of_memory_hint
 from keras_mgr.regularizer import MGRRegularizer
@@ -21,6 +32,9 @@ from keras_mgr.synthesis import Synthesis, make_pool
 from keras_mgr.synthetic import SyntheticSampler
 from keras_mgr.utils import Untracked, dataset_fit_kwargs, full_precision
 from keras_mgr.validation_buffer import ValidationBuffer
+
+if not backend.is_tensorflow():
+    from keras_mgr.backend import jax_step
 
 MODES = terms.MODES
 META_GRADIENTS = ("second_order", "finite_difference", "random_drift")
@@ -51,7 +65,7 @@ class MGRModel(saving.Checkpointing, keras.Model):
                  finite_difference_epsilon=0.01, latent_dim=None, image_shape=None,
                  latent_space="z", synthetic_pool_size=0, meta_holdout_size=0,
                  checkpoint_generator=True, seed=None, meta_microbatches="auto",
-                 fused_batchnorm=True,
+                 fused_batchnorm=True, meta_accumulation=1,
                  **kwargs):
         super().__init__(**kwargs)
         checks.choice("mode", mode, MODES)
@@ -60,7 +74,7 @@ class MGRModel(saving.Checkpointing, keras.Model):
         number = checks.number
         self.backbone, self.head = backbone, head
         self.fused_batchnorm = bool(fused_batchnorm)
-        if self.fused_batchnorm:
+        if self.fused_batchnorm:  # a TensorFlow kernel; JAX warns and keeps Keras's pass
             fuse_batchnorm(backbone)
         self.checkpoint_generator = bool(checkpoint_generator)
         if self.checkpoint_generator:
@@ -84,10 +98,17 @@ class MGRModel(saving.Checkpointing, keras.Model):
             "finite_difference_epsilon", finite_difference_epsilon, strict=True))
         self.latent_dim = int(latent_dim or generator.latent_dim)
         self.image_shape = tuple(image_shape or backbone.input_shape[1:])
-        self.finder = None
+        self.finder = self.meta_accumulator = None
+        self.meta_accumulation = int(number("meta_accumulation", meta_accumulation, 1,
+                                            integer=True))
         if self.uses_finder:  # a mode builds only the parts it uses
             self.finder = finder or Finder(self.latent_dim, self.num_classes, name="finder")
+            if self.meta_accumulation > 1:
+                self.meta_accumulator = MetaAccumulator(
+                    self.meta_accumulation, [v.shape for v in self.finder.trainable_variables],
+                    name="meta_accumulator")
         self.regularizer = regularizer or MGRRegularizer(name="regularizer", seed=seed)
+        backend.check_supported(self)
         if not self.regularizer.built:
             self.regularizer.build(backbone.output_shape)
         self.sampler = SyntheticSampler(self.latent_dim, self.num_classes, seed=seed)
@@ -159,6 +180,7 @@ class MGRModel(saving.Checkpointing, keras.Model):
         optimizer, loss, metrics, self.finder_optimizer = checks.compile_arguments(
             self, optimizer, loss, metrics, finder_optimizer, kwargs.get("weighted_metrics"))
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        backend.check_supported(self)
         # Each optimizer is built on exactly the variables it updates, so that
         # `.keras` saving and BackupAndRestore keep both states.
         self.optimizer.build(self.classifier_variables + self.regularizer.trainable_variables)
@@ -178,83 +200,49 @@ class MGRModel(saving.Checkpointing, keras.Model):
     def from_config(cls, config):
         return saving.model_from_config(cls, config)
 
-    def train_step(self, data):
-        return self._train_step(data, meta_step=False)
+    def train_step(self, *args):
+        """`train_step(data)` on TensorFlow, `train_step(state, data)` on JAX."""
+        return self._step(args, meta_step=False)
 
-    def meta_train_step(self, data):
+    def meta_train_step(self, *args):
         """A training step fused with the finder's meta update."""
-        return self._train_step(data, meta_step=True)
+        return self._step(args, meta_step=True)
+
+    def _step(self, args, meta_step):
+        if backend.is_tensorflow():
+            return self._train_step(*args, meta_step=meta_step)
+        return jax_step.train_step(self, *args, meta_step=meta_step)
 
     def _train_step(self, data, meta_step):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x, y, batch_ok = self.batch_check(x, y)  # a bad batch: no update, the host raises
         x = ops.cast(x, self.compute_dtype)
-        theta_vars = self.classifier_variables
-        updated = theta_vars + self.regularizer.trainable_variables
-        state = [v.value for v in self.backbone.non_trainable_variables]
-        phi_vars = self.finder.trainable_variables if self.uses_finder else []
-        draws = None if self.term is None else self.objective.draw(
-            self.synthetic_batch_size or self._fit_batch_size or ops.shape(x)[0])
-        loss_val = meta_grads = None
-        if meta_step and self.uses_finder:
-            x_val, y_val, val_weights = self.validation.batch()
-            meta_grads, grads, loss_val, total, aux = self.objective.meta_gradient(
-                theta_vars, state, phi_vars, x, y, draws, ops.cast(x_val, x.dtype), y_val,
-                val_weights, sample_weight)
-        else:
-            with tf.GradientTape() as tape:
-                total, aux = self.objective.train_loss(
-                    [v.value for v in theta_vars], state, [v.value for v in phi_vars], x, y,
-                    draws, sample_weight)
-                scaled = self.optimizer.scale_loss(total)
-            grads = tape.gradient(scaled, updated)  # a LossScaleOptimizer unscales
-        # A non-finite term must not reach any weight: skip this step's
-        # updates and let the host stop training (`schedule.alternate`).
-        ok = numerics.record_nonfinite(self.nonfinite, self.optimizer,
-                                       (aux["ce"], aux.get("synthetic")), loss_val, grads,
-                                       meta_grads or [])
-        ok = ops.logical_and(ok, batch_ok)
-        numerics.apply_if(ok, self.optimizer, grads, updated, self.nonfinite)
-        if meta_grads is not None:
-            # Order the finder's all-reduce after the main optimizer's: two
-            # independent collectives may run in a different order per replica.
-            with tf.control_dependencies([self.optimizer.iterations.value]):
-                meta_grads = [tf.identity(g) for g in meta_grads]
-            # Skipped, not failed: a loss-scale overflow, or a validation
-            # buffer not yet full (its zero rows would enter BN statistics).
-            meta_ok = ops.logical_and(ok, ops.logical_and(
-                numerics.all_finite(meta_grads), self.validation.ready()))
-            numerics.apply_if(meta_ok, self.finder_optimizer, meta_grads, phi_vars,
-                              self.nonfinite)
-            self.meta_tracker.update_state(numerics.all_replicas(loss_val))
-            self.meta_grad_norm_tracker.update_state(meta.global_norm(meta_grads))
-        for var, real, synthetic in zip(self.backbone.non_trainable_variables,
-                                        aux["real_state"], aux["synthetic_state"]):
-            # Seed states (int) advance on synthetic passes; BN statistics
-            # come from the real batch.
-            var.assign(synthetic if "int" in str(var.dtype) else ops.where(ok, real, var.value))
-        if self.uses_finder:
-            self.validation.remember(x, y, ok)
-        batch = ops.shape(x)[0]
-        self._loss_tracker.update_state(numerics.all_replicas(total), sample_weight=batch)
-        self.ce_tracker.update_state(numerics.all_replicas(aux["ce"]), sample_weight=batch)
-        if self.term is not None:
-            self.synthetic_tracker.update_state(numerics.all_replicas(aux["synthetic"]))
-        if self.uses_finder:
-            self.latent_shift_tracker.update_state(aux["latent_shift"])
-        return multi_worker.step_logs(self.distribute_strategy,
-                                      self.compute_metrics(x, y, aux["logits"], sample_weight))
+        result = step.gradients(self, x, y, sample_weight, meta_step)
+        ok = step.apply(self, result, batch_ok)
+        step.write_state(self, x, y, result.aux, ok)
+        return multi_worker.step_logs(self, step.track(self, x, y, sample_weight, result))
 
-    def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x, y, _ = self.batch_check(x, y)  # the host raises after the batch (evaluate_arguments)
-        logits = self(x, training=False)
-        loss = self._ce(y, logits, sample_weight)
-        self._loss_tracker.update_state(numerics.all_replicas(loss), sample_weight=ops.shape(x)[0])
-        self._compile_metrics.update_state(y, logits, sample_weight)
-        # Only what evaluation measures: the training-only terms would read 0.
-        return multi_worker.step_logs(self.distribute_strategy, {
-            "loss": self._loss_tracker.result(), **self._compile_metrics.result()})
+    def test_step(self, *args):
+        """`test_step(data)` on TensorFlow, `test_step(state, data)` on JAX."""
+        if backend.is_tensorflow():
+            return self._test_step(*args)
+        return jax_step.test_step(self, *args)
+
+    def _test_step(self, data):
+        return multi_worker.step_logs(self, step.evaluate(self, data))
+
+    @property
+    def non_trainable_variables(self):
+        """Keras's, and on JAX what else the step writes (`jax_step.extra_state`)."""
+        variables = super().non_trainable_variables
+        return variables if backend.is_tensorflow() else variables + jax_step.extra_state(self)
+
+    def _symbolic_build(self, iterator=None, data_batch=None):
+        # On JAX Keras builds the metrics on the first batch: give them labels
+        # as the step does (class ids), not one-hot rows.
+        if not backend.is_tensorflow():
+            iterator, data_batch = None, jax_step.build_batch(self, iterator, data_batch)
+        return super()._symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Under several workers Keras's own fails (keras_mgr.multi_worker).
@@ -270,15 +258,13 @@ class MGRModel(saving.Checkpointing, keras.Model):
         if self.train_function is not None and not force:
             return self.train_function
         self.nonfinite.assign(0)
-        plain = self._make_function(self.train_step)
-        fused = self._make_function(self.meta_train_step) if self.uses_finder else plain
+        plain, fused, first_step, wrap = backend.step_functions(self)
         name = "synthetic" if self.term is None else self.term.name
         self.train_function = schedule.alternate(
             plain, fused, self.meta_every if self.uses_finder else 1, self.steps_per_execution,
-            lambda: self.optimizer.iterations.numpy(),
-            lambda step: self.batch_check.after_training(step, self.steps_per_execution, [
-                self.nonfinite]) or numerics.raise_if_nonfinite(self.nonfinite, name, step,
-                                                                self.steps_per_execution))
+            first_step, lambda step: self.batch_check.after_training(
+                step, self.steps_per_execution, [self.nonfinite]) or numerics.raise_if_nonfinite(
+                self.nonfinite, name, step, self.steps_per_execution), wrap)
         return self.train_function
 
     make_test_function = make_checked_test_function  # then the host reads each batch's check

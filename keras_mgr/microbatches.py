@@ -103,7 +103,7 @@ def second_order(theta_vars, extra_vars, phi_vars, real_loss, regularization, nu
                   for g, c in zip(meta_grads, connected["meta"])]
     aux.update({"synthetic": synthetic / k, "synthetic_state": state,
                 "latent_shift": shift / k})
-    return meta_grads, grads, loss_val, real + weighted, aux
+    return meta_grads, grads, loss_val, real + ops.cast(weighted, real.dtype), aux
 
 
 def _zeros_like(variables):

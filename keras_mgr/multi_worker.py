@@ -19,13 +19,15 @@ axis 0 across replicas is the scalar mean over replicas that Keras means
 
 Example:
 
->>> step_logs(tf.distribute.get_strategy(), {"loss": 1.5})
-{'loss': 1.5}
+>>> active(tf.distribute.get_strategy())
+False
 """
 
 import keras
 import tensorflow as tf
 from keras import ops
+
+from keras_mgr import backend
 
 
 def active(strategy):
@@ -34,10 +36,10 @@ def active(strategy):
             and strategy.extended._in_multi_worker_mode())
 
 
-def step_logs(strategy, logs):
-    """A step's logs as Keras can reduce them under `strategy`: unchanged,
-    or each of shape (1,) under several workers."""
-    if not active(strategy):
+def step_logs(model, logs):
+    """A step's logs as Keras can reduce them under `model`'s strategy:
+    unchanged, or each of shape (1,) under several workers."""
+    if not backend.is_tensorflow() or not active(model.distribute_strategy):
         return logs
     return keras.tree.map_structure(lambda v: ops.reshape(v, (1,)), logs)
 

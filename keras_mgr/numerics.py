@@ -4,18 +4,17 @@ Pure functions of the optimizer and tensors they are given, shared by
 `MGRModel` and `ConditionalGAN`.
 """
 
-import tensorflow as tf
 from keras import ops
+
+from keras_mgr import backend
+from keras_mgr.backend import replica
 
 # What `record_nonfinite` and `check_update` flag, in the order of their
 # codes (1, 2, ...): the step's terms, its gradients, then the update itself.
 TERMS = ("ce_loss", "synthetic", "meta_loss", "gradient", "update")
 
 
-def replicas():
-    """Number of replicas of the current `tf.distribute` strategy (1 without)."""
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
+replicas = replica.count
 
 def loss_scaled(optimizer):
     """Whether `optimizer` is a `LossScaleOptimizer` (mixed precision)."""
@@ -81,16 +80,31 @@ def all_finite(tensors):
     return ops.all(ops.stack([ops.all(ops.isfinite(t)) for t in tensors if t is not None]))
 
 
+def run_if(ok, function, written):
+    """Runs `function` (which assigns to `written`) only where `ok`: a `cond`
+    on TensorFlow; on JAX, whose step is stateless, it runs and its results
+    are kept only where `ok`."""
+    if backend.is_tensorflow():
+        ops.cond(ok, function, lambda: None)
+        return
+    before = [v.value for v in written]
+    function()
+    for variable, old in zip(written, before):
+        variable.assign(ops.where(ok, variable.value, old))
+
+
 def apply_if(ok, optimizer, grads, variables, flag=None):
     """`optimizer.apply` only where `ok`, then (given `flag`) `check_update`.
 
-    On one device the update is skipped entirely (`cond`). Under
+    On one device the update is skipped entirely (`cond`); on JAX, whose
+    step is stateless, it is computed and its results kept only where `ok`. Under
     tf.distribute an optimizer cannot sit inside a `cond` (its all-reduce is
     a merge point), so the gradients are zeroed instead: no NaN reaches a
     weight, though momentum may still move the weights on that step.
     """
     if replicas() == 1:
-        ops.cond(ok, lambda: optimizer.apply(grads, variables), lambda: None)
+        run_if(ok, lambda: optimizer.apply(grads, variables),
+               list(variables) + list(optimizer.variables))
     else:
         grads = [None if g is None else ops.where(ok, g, ops.zeros_like(g)) for g in grads]
         optimizer.apply(grads, variables)
@@ -137,11 +151,12 @@ def record_nonfinite(flag, optimizer, terms, meta_loss, grads, meta_grads):
     bad.append(ops.zeros(()) if scaled else ops.cast(
         ops.logical_not(all_finite(grads + meta_grads)), "float32"))
     bad = ops.stack(bad)
-    replica = tf.distribute.get_replica_context()
-    if replica is not None and replicas() > 1:
+    if replica.replica_id() is not None:
         # Reduced in a merge_call: collectives launched from the replica
         # threads were ordered differently per replica (an abort).
-        bad = replica.merge_call(
+        import tensorflow as tf
+
+        bad = tf.distribute.get_replica_context().merge_call(
             lambda strategy, value: strategy.extended.reduce_to(
                 tf.distribute.ReduceOp.SUM, value, value),
             args=(bad,))

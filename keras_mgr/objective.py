@@ -8,12 +8,16 @@ losses from values (`stateless_call`), so the meta step (`keras_mgr.meta`) can
 differentiate them with respect to theta and phi.
 """
 
+import functools
+
 import keras
-import tensorflow as tf
 from keras import ops
 
-from keras_mgr import meta, microbatches, numerics, terms
+from keras_mgr import backend, meta, microbatches, numerics, terms
 from keras_mgr.utils import full_precision
+
+if not backend.is_tensorflow():
+    from keras_mgr.backend import jax_step
 
 
 class Objective:
@@ -133,6 +137,15 @@ class Objective:
                       val_weights, sample_weight=None):
         optimizer = self.optimizer()
         k = microbatches.resolve(self.meta_microbatches, int(draws["labels"].shape[0]))
+        if not backend.is_tensorflow():
+            regularization = self._microbatch_regularization(draws, k)
+            return jax_step.second_order(
+                theta_vars, self.regularizer.trainable_variables, phi_vars,
+                lambda theta: self.real_loss(theta, state, x, y, sample_weight),
+                [functools.partial(regularization, i) for i in range(k)],
+                lambda theta, real_state: self.meta_loss(theta, real_state, x_val, y_val,
+                                                         val_weights),
+                ops.cast(optimizer.learning_rate, keras.config.floatx()))
         if k > 1:
             return microbatches.second_order(
                 theta_vars, self.regularizer.trainable_variables, phi_vars,
@@ -153,6 +166,18 @@ class Objective:
     def _finite_difference(self, theta_vars, state, phi_vars, x, y, draws, x_val, y_val,
                            val_weights, sample_weight=None):
         optimizer = self.optimizer()
+        if not backend.is_tensorflow():
+            return jax_step.finite_difference(
+                theta_vars, self.regularizer.trainable_variables, phi_vars,
+                lambda theta, phi: self.train_loss(theta, state, phi, x, y, draws,
+                                                   sample_weight),
+                lambda theta, real_state: self.meta_loss(theta, real_state, x_val, y_val,
+                                                         val_weights),
+                lambda phi: self.synthesize(phi, draws),
+                lambda theta, real_state, images: self.term(theta, real_state, images,
+                                                            draws)[0],
+                ops.cast(optimizer.learning_rate, keras.config.floatx()),
+                self.finite_difference_epsilon, self.term.weight)
         return meta.finite_difference(
             theta_vars, self.regularizer.trainable_variables, phi_vars,
             lambda theta, phi: self.train_loss(theta, state, phi, x, y, draws, sample_weight),
@@ -167,16 +192,19 @@ class Objective:
         """`fn(i, theta, real_state, phi, stop) -> (weight * R / k, aux)` on the
         i-th of k consecutive slices of the draws (`i` may be a tensor)."""
         n = int(draws["labels"].shape[0])
+        if k == 1:
+            return lambda i, theta, real_state, phi, stop=None: self.regularization(
+                theta, real_state, phi, draws, stop_gradient=stop)
         if n % k:
             raise ValueError(
                 "meta_microbatches must divide the synthetic batch size. Received: "
                 f"meta_microbatches={k}, synthetic batch size {n}")
         m = n // k
 
-        def regularization(i, theta, real_state, phi, stop):
-            part = tf.nest.map_structure(
-                lambda t: None if t is None else tf.gather(
-                    ops.reshape(t, (k, m) + tuple(t.shape[1:])), i), draws)
+        def regularization(i, theta, real_state, phi, stop=None):
+            part = keras.tree.map_structure(
+                lambda t: None if t is None else ops.take(
+                    ops.reshape(t, (k, m) + tuple(t.shape[1:])), i, axis=0), draws)
             weighted, aux = self.regularization(theta, real_state, phi, part,
                                                 stop_gradient=stop)
             return weighted / k, aux

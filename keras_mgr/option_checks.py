@@ -116,7 +116,8 @@ def options(given):
         mode, "meta_microbatches", given["meta_microbatches"]))
     checked["finder_max_shift"] = max_shift("finder_max_shift", terms.resolve_auto(
         mode, "finder_max_shift", given["finder_max_shift"]))
-    for name in ("finder_hidden_dim", "finder_num_layers", "meta_batch_size"):
+    for name in ("finder_hidden_dim", "finder_num_layers", "meta_batch_size",
+                 "meta_accumulation"):
         checked[name] = number(name, given[name], 1, integer=True)
     checked["synthetic_batch_size"] = number(
         "synthetic_batch_size", given["synthetic_batch_size"], 1, integer=True, allow_none=True)

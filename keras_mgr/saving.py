@@ -67,7 +67,8 @@ OPTIONS = ("num_classes", "mode", "pcr_weight", "gda_weight", "meta_every", "met
            "finder_learning_rate", "synthetic_batch_size", "meta_batch_size",
            "lookahead_training", "finite_difference_epsilon", "latent_dim", "image_shape",
            "latent_space", "synthetic_pool_size", "meta_holdout_size",
-           "checkpoint_generator", "seed", "meta_microbatches", "fused_batchnorm")
+           "checkpoint_generator", "seed", "meta_microbatches", "fused_batchnorm",
+           "meta_accumulation")
 
 
 def model_config(model, base_config):
@@ -98,6 +99,7 @@ def model_from_config(cls, config):
     config = dict(config)
     # Saved before meta_microbatches existed: the whole-batch pass (1) it ran.
     config.setdefault("meta_microbatches", 1)
+    config.setdefault("meta_accumulation", 1)
     supplied = generator_override()
     if config.get("checkpoint_generator", True):
         if supplied is not None:

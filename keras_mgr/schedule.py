@@ -13,22 +13,25 @@ from keras import ops
 from keras_mgr import numerics
 
 
-def alternate(plain, fused, meta_every, steps_per_execution, first_step, after):
+def alternate(plain, fused, meta_every, steps_per_execution, first_step, after, wrap=None):
     """A `train_function` running `fused` on steps `0, k, 2k, ...`, else `plain`.
 
     Args:
-        plain, fused: compiled step functions `iterator -> logs`.
+        plain, fused: compiled step functions (Keras's: `iterator -> logs`
+            on TensorFlow, `(state, iterator) -> (logs, state)` on JAX).
         meta_every: k.
         steps_per_execution: steps per call (1 when `meta_every > 1`).
-        first_step: `fn() -> int`, read on the first call (a resumed run
-            continues the schedule from the optimizer's step count).
+        first_step: `fn(*arguments) -> int`, read on the first call (a resumed
+            run continues the schedule from the optimizer's step count).
         after: `fn(steps_done)`, called after each call (the non-finite check).
+        wrap: None, or `fn(function, check) -> function` running `check`
+            after `function` (JAX: the check reads flags from the new state).
 
     Example:
 
     >>> calls = []
     >>> f = alternate(lambda it: calls.append("plain"), lambda it: calls.append("meta"),
-    ...               meta_every=2, steps_per_execution=1, first_step=lambda: 0,
+    ...               meta_every=2, steps_per_execution=1, first_step=lambda it: 0,
     ...               after=lambda step: None)
     >>> for _ in range(4): f(None)
     >>> calls
@@ -41,14 +44,24 @@ def alternate(plain, fused, meta_every, steps_per_execution, first_step, after):
             f"{meta_every}, steps_per_execution={steps_per_execution}")
     done = []
 
-    def train_function(iterator):
+    def check():
+        after(done[0])
+
+    if wrap is None:
+        def wrap(function, check):
+            def run(*arguments):
+                result = function(*arguments)
+                check()
+                return result
+            return run
+    plain, fused = wrap(plain, check), wrap(fused, check)
+
+    def train_function(*arguments):
         if not done:
-            done.append(int(first_step()))
+            done.append(int(first_step(*arguments)))
         step = done[0]
         done[0] += steps_per_execution
-        logs = (fused if step % meta_every == 0 else plain)(iterator)
-        after(done[0])
-        return logs
+        return (fused if step % meta_every == 0 else plain)(*arguments)
 
     return train_function
 
@@ -94,4 +107,4 @@ class MetaStepMean(keras.metrics.Mean):
         super().reset_state()
 
     def result(self):
-        return ops.where(self.count > 0, super().result(), self.last)
+        return ops.where(self.count.value > 0, super().result(), self.last.value)

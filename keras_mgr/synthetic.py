@@ -1,6 +1,7 @@
 """Latents and class-balanced labels for the synthetic batch, in the step or in tf.data."""
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -112,6 +113,9 @@ def synthetic_dataset(generator, batch_size, num_batches=None, seed=0, latent_di
             "(from the generator's attributes or the arguments). Received: "
             f"batch_size={batch_size}, latent_dim={latent_dim}, num_classes={num_classes}")
     dtype = keras.config.floatx()
+    if keras.backend.backend() != "tensorflow":  # a JAX generator cannot run in tf.data
+        return _eager_dataset(generator, int(batch_size), num_batches, seed, latent_dim,
+                              num_classes, dtype)
 
     def generate(index):
         seed_pair = tf.cast(tf.stack([tf.constant(seed, "int64"), index]) % (2**32), "uint32")
@@ -122,3 +126,24 @@ def synthetic_dataset(generator, batch_size, num_batches=None, seed=0, latent_di
         2**62)
     return indices.map(generate, num_parallel_calls=tf.data.AUTOTUNE,
                        deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def _eager_dataset(generator, batch_size, num_batches, seed, latent_dim, num_classes, dtype):
+    """`synthetic_dataset` for backends whose generator runs outside tf.data:
+    the same batches, generated in Python as the dataset is read."""
+    def batch(index):
+        seed_pair = ops.convert_to_tensor(np.array([seed % 2**32, index % 2**32], "uint32"))
+        z, labels = balanced_draw(batch_size, latent_dim, num_classes, seed_pair, dtype)
+        images = generator([z, labels], training=False)
+        return ops.convert_to_numpy(images), ops.convert_to_numpy(labels).astype("int32")
+
+    first = batch(0)
+
+    def batches():
+        index = 0
+        while num_batches is None or index < num_batches:
+            yield first if index == 0 else batch(index)
+            index += 1
+
+    return tf.data.Dataset.from_generator(batches, output_signature=(
+        tf.TensorSpec(first[0].shape, first[0].dtype), tf.TensorSpec(first[1].shape, "int32")))

@@ -1,7 +1,6 @@
 """`ValidationBuffer`: the real examples the finder's lookahead is scored on."""
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from keras_mgr import random
@@ -61,7 +60,7 @@ class ValidationBuffer(keras.layers.Layer):
         images, labels = self.holdout_images.value, self.holdout_labels.value
         if self.holdout_size > self.size:
             u = random.uniform((self.holdout_size,), random.next_seed(self.holdout_seed))
-            index = tf.math.top_k(u, self.size).indices
+            index = ops.top_k(u, self.size)[1]
             images, labels = ops.take(images, index, axis=0), ops.take(labels, index)
         return images, labels, ops.ones((ops.shape(labels)[0],), "float32")
 

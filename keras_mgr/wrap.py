@@ -34,6 +34,7 @@ def wrap(
     lookahead_training=True,
     finite_difference_epsilon=0.01,
     meta_microbatches="auto",
+    meta_accumulation=1,
     resize_synthetic=False,
     input_range=None,
     latent_space="z",
@@ -102,6 +103,9 @@ def wrap(
             sum; with BatchNorm in the backbone each slice's views use their
             own batch statistics, so it then differs from k = 1 (no accuracy
             difference measured). Must divide the synthetic batch size.
+        meta_accumulation: k; the finder steps every k meta steps, on the
+            mean of their k meta-gradients (1: on each one). One
+            meta-gradient is mostly batch noise; a mean keeps what they share.
             `"auto"`: for mgr 4 slices (else 2) of at least 8 synthetic
             images per replica, else 1 (e.g. 4 at 32, 2 at 16, 1 at 8); 1
             for metagda. 1 is the whole-batch pass as published.
@@ -128,7 +132,8 @@ def wrap(
         fused_batchnorm: give the backbone's BatchNormalization layers
             TensorFlow's fused training kernel (`keras_mgr.fused_batchnorm`:
             the same function, a faster step, exact second derivatives).
-            False keeps Keras's own pass.
+            False keeps Keras's own pass. A TensorFlow kernel: on JAX, True
+            warns and Keras's pass runs.
         seed: int in [0, 2**63 - 2] or None; fixes the synthetic draws and
             views with the model's own seeded streams. Global random state
             (Python, NumPy, TensorFlow) is left alone:
@@ -232,6 +237,7 @@ def wrap(
             lookahead_training=checked["lookahead_training"],
             finite_difference_epsilon=finite_difference_epsilon,
             meta_microbatches=meta_microbatches,
+            meta_accumulation=checked["meta_accumulation"],
             latent_dim=latent_dim, image_shape=image_shape, latent_space=latent_space,
             synthetic_pool_size=synthetic_pool_size,
             meta_holdout_size=0 if holdout is None else len(holdout[1]),

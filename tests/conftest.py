@@ -14,6 +14,21 @@ import keras  # noqa: E402
 import pytest  # noqa: E402
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "tensorflow_only(reason): a test of what only the TensorFlow backend "
+        "has or does (skipped, with the reason, under KERAS_BACKEND=jax)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if keras.backend.backend() == "tensorflow":
+        return
+    for item in items:
+        marker = item.get_closest_marker("tensorflow_only")
+        if marker is not None:
+            item.add_marker(pytest.mark.skip(reason="TensorFlow only: " + marker.args[0]))
+
+
 @pytest.fixture
 def float64():
     """Runs the test in float64 (finite differences need it)."""

@@ -109,8 +109,12 @@ def test_a_differently_sized_later_batch_is_refused_not_pooled():
     data = ds(x[:8], y[:8]).concatenate(ds(np.zeros((4, 9, 9, 1), "float32"), y[8:]))
     m = model()
     snapshot = Snapshot(m)
+    # TensorFlow traces the step once for any batch size and checks the size as
+    # it runs; JAX traces a step per shape, and the check refuses it there.
+    received = (r"\(batch, 9, 9, 1\) in training step 3" if keras.backend.backend() ==
+                "tensorflow" else r"\(4, 9, 9, 1\)")
     with pytest.raises(ValueError, match=r"\(8, 8, 1\) were expected.*Received: images of "
-                                         r"shape \(batch, 9, 9, 1\) in training step 3"):
+                                         r"shape " + received):
         m.fit(data, verbose=0, callbacks=[snapshot])
     assert int(m.optimizer.iterations) == 2
     assert_untouched(m, snapshot)
@@ -239,8 +243,8 @@ def test_evaluate_without_labels_and_predict_of_one_image():
     with pytest.raises(ValueError, match=r"evaluate needs labels.*y=None"):
         m.evaluate(x, verbose=0)
     images_only = (b for b in [(x[:4],), (x[4:8],)])
-    with pytest.raises(ValueError, match=r"Labels are needed.*images of shape \(None, 8, 8, "
-                                         r"1\) alone"):
+    with pytest.raises(ValueError, match=r"Labels are needed.*images of shape \((None|4), 8, 8, "
+                                         r"1\) alone"):  # None: the shape TensorFlow traces
         m.evaluate(images_only, verbose=0)
     with pytest.raises(ValueError, match=r"for one image pass x\[None\]. Received: images of "
                                          r"shape \(8, 8, 1\)"):

@@ -87,6 +87,7 @@ def test_image_shape_mismatch_in_fit():
         model.fit(np.zeros((4, 9, 9, 1), "float32"), np.zeros(4, "int32"), verbose=0)
 
 
+@pytest.mark.tensorflow_only("TensorFlow's RandomHue has no image gradient; JAX's has one")
 def test_non_differentiable_augmentation():
     rgb = {"backbone": tiny.backbone((8, 8, 3)), "generator": tiny.generator(image_shape=(8, 8, 3))}
     with pytest.raises(ValueError, match="not differentiable.*RandomHue"):
@@ -333,6 +334,7 @@ def test_softmax_followed_only_by_layers_that_keep_probabilities_is_refused():
     wrap(keras.Model(inputs, relu), meta_batch_size=8, finder_hidden_dim=8)
 
 
+@pytest.mark.tensorflow_only("the fused BatchNorm kernel is TensorFlow's")
 def test_a_failed_wrap_leaves_the_backbone_unchanged(monkeypatch):
     from keras_mgr import mgr_model
     from keras_mgr.batchnorm import batchnorm_layers

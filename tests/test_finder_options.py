@@ -30,7 +30,7 @@ def test_max_shift_scales_long_residuals_and_keeps_short_ones():
 def test_max_shift_bounds_every_latent_and_starts_at_identity():
     model = build(finder_max_shift=0.25)
     draws = model.objective.draw(16)
-    z = draws["z"].numpy()
+    z = np.asarray(draws["z"])
     phi = [v.value for v in model.finder.trainable_variables]
     found, _ = model.finder.stateless_call(phi, [], [z, draws["labels"]])
     np.testing.assert_array_equal(found.numpy(), z)  # zero-initialised residual
@@ -59,7 +59,7 @@ def test_holdout_smaller_than_meta_batch_is_used_whole():
     x_val, y_val = tiny.data(5, seed=3)
     model = build(meta_validation_data=(x_val, y_val))
     images, labels, weights = model.validation.batch()
-    np.testing.assert_array_equal(images.numpy(), x_val)
+    np.testing.assert_array_equal(np.asarray(images), x_val)
     np.testing.assert_array_equal(labels.numpy(), y_val)
     np.testing.assert_array_equal(weights.numpy(), np.ones(5))
 
@@ -73,7 +73,7 @@ def test_holdout_larger_than_meta_batch_is_sampled_without_replacement():
     for _ in range(5):
         images, labels, _ = model.validation.batch()
         rows = [int(np.argmin(np.abs(x_val.reshape(30, -1) - i.reshape(1, -1)).sum(1)))
-                for i in images.numpy()]
+                for i in np.asarray(images)]
         assert len(rows) == 8 and len(set(rows)) == 8
         np.testing.assert_array_equal(labels.numpy(), y_val[rows])
         seen |= set(rows)
@@ -96,7 +96,7 @@ def test_holdout_feeds_the_meta_step_from_the_first_step():
     grads, *_ = reference.objective.meta_gradient(
         reference.classifier_variables, state, phi, x, y, reference.objective.draw(8), x_val, y_val,
         np.ones(6))
-    assert np.sqrt(sum(np.sum(g.numpy() ** 2) for g in grads)) > 0
+    assert np.sqrt(sum(np.sum(np.asarray(g) ** 2) for g in grads)) > 0
     reference.finder_optimizer.apply(grads, phi)
     for a, b in zip(model.finder.weights, reference.finder.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
@@ -229,3 +229,52 @@ def test_random_drift_moves_the_finder_like_mgr_without_its_direction():
     assert not np.allclose(finders["second_order"], finders["random_drift"])
     # The control never advanced the synthetic stream: the same draws as mgr.
     np.testing.assert_array_equal(streams["second_order"], streams["random_drift"])
+
+
+# Meta-gradient accumulation -------------------------------------------------
+def test_meta_accumulation_steps_on_the_mean_of_k_meta_gradients():
+    """k = 2: the first meta-gradient g1 only accumulates; on the second the
+    finder steps on (g1 + g2) / 2. g2 is measured on a twin without
+    accumulation, started from the same state (SGD(1): the step is -g)."""
+    x, y = tiny.data(8)
+
+    def build_twin(k):
+        model = tiny.wrapped("mgr", meta_every=1, meta_accumulation=k,
+                             compile={"finder_optimizer": keras.optimizers.SGD(1.0)})
+        return model
+
+    accumulating = build_twin(2)
+    phi = accumulating.finder.trainable_variables
+    phi0 = [v.numpy() for v in phi]
+    # Step 0 fills the validation buffer (no meta update); step 1 accumulates g1.
+    accumulating.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    assert int(accumulating.meta_accumulator.count.numpy()) == 1
+    for v, p in zip(phi, phi0):
+        np.testing.assert_array_equal(v.numpy(), p)  # no finder step yet
+    g1 = [s.numpy() for s in accumulating.meta_accumulator.sums]
+    assert max(np.abs(g).max() for g in g1) > 0
+
+    twin = build_twin(1)
+    twin.set_weights([w for w, v in zip(accumulating.get_weights(), accumulating.weights)
+                      if "meta_accumulator" not in v.path])
+    for a, b in zip(twin.optimizer.variables, accumulating.optimizer.variables):
+        a.assign(b.numpy())
+    for a, b in zip(twin.finder_optimizer.variables, accumulating.finder_optimizer.variables):
+        a.assign(b.numpy())
+    accumulating.fit(x, y, batch_size=8, epochs=3, initial_epoch=2, shuffle=False, verbose=0)
+    twin.fit(x, y, batch_size=8, epochs=3, initial_epoch=2, shuffle=False, verbose=0)
+    assert int(accumulating.meta_accumulator.count.numpy()) == 0  # the window restarted
+    for v, t, p, g in zip(phi, twin.finder.trainable_variables, phi0, g1):
+        g2 = p - t.numpy()
+        np.testing.assert_allclose(v.numpy(), p - (g + g2) / 2, rtol=1e-5, atol=1e-9)
+
+
+def test_meta_accumulation_is_checked_and_saved(tmp_path):
+    with pytest.raises(ValueError, match="meta_accumulation"):
+        tiny.wrapped("mgr", meta_accumulation=0)
+    with pytest.warns(UserWarning, match="meta_accumulation"):
+        tiny.wrapped("pcr", meta_accumulation=4)
+    model = tiny.wrapped("mgr", meta_accumulation=4)
+    model.save(tmp_path / "m.keras")
+    loaded = keras_mgr.load_model(tmp_path / "m.keras")
+    assert loaded.meta_accumulation == 4 and loaded.meta_accumulator.steps == 4

@@ -112,6 +112,7 @@ def test_diff_augment_cutout_and_color_by_hand():
     np.testing.assert_allclose(out, expected)
 
 
+@pytest.mark.tensorflow_only("differentiates with tf.GradientTape")
 def test_diff_augment_differentiable_and_serializable():
     layer = DiffAugment(seed=1)
     x = tf.Variable(np.random.default_rng(0).uniform(-1, 1, (4, 16, 16, 3)).astype("float32"))

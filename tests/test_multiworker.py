@@ -33,6 +33,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import multiworker_worker as worker
@@ -132,10 +133,11 @@ def test_multi_worker_helpers_keep_a_local_batch_and_make_logs_reducible(monkeyp
     plain = tf.ones((2, 3))
     assert multi_worker.local_batch(strategy, plain) is plain
     logs = {"loss": tf.constant(1.5), "accuracy": tf.constant(0.25)}
-    assert multi_worker.step_logs(strategy, logs) is logs  # one worker: unchanged
+    model = types.SimpleNamespace(distribute_strategy=strategy)
+    assert multi_worker.step_logs(model, logs) is logs  # one worker: unchanged
     assert not multi_worker.active(strategy)
     monkeypatch.setattr(multi_worker, "active", lambda strategy: True)
-    reshaped = multi_worker.step_logs(strategy, logs)
+    reshaped = multi_worker.step_logs(model, logs)
     assert {k: v.shape for k, v in reshaped.items()} == {"loss": (1,), "accuracy": (1,)}
 
 

@@ -55,6 +55,7 @@ def test_simsiam_by_hand():
     assert float(reg(features)) == pytest.approx(expected, rel=1e-4)
 
 
+@pytest.mark.tensorflow_only("differentiates with tf.GradientTape")
 def test_simsiam_targets_are_stop_gradient():
     """The projector outputs z1, z2 are targets only: no gradient flows
     through them, to the features or to the projector's own weights."""

@@ -41,7 +41,8 @@ def test_every_option_away_from_its_default_round_trips(tmp_path):
             finder_learning_rate=0.02, synthetic_batch_size=4, meta_batch_size=6,
             lookahead_training=False, finite_difference_epsilon=0.02, latent_space="w",
             meta_validation_data=(x_val, y_val), checkpoint_generator=False, seed=3,
-            meta_microbatches=2, fused_batchnorm=False, finder_hidden_dim=8)
+            meta_microbatches=2, fused_batchnorm=False, finder_hidden_dim=8,
+            meta_accumulation=2)
     pool_model = keras_mgr.wrap(tiny.backbone(), tiny.generator(), mode="pcr",
                                 synthetic_pool_size=12, seed=3)
     covered = set()

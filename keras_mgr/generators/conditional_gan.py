@@ -2,10 +2,9 @@ import math
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
-from keras_mgr import atomic_files, data_checks, numerics, synthesis
+from keras_mgr import atomic_files, backend, data_checks, numerics, synthesis
 from keras_mgr.generators.conditional_generator import ConditionalGenerator
 from keras_mgr.generators.diff_augment import DiffAugment
 from keras_mgr.generators.projection_discriminator import ProjectionDiscriminator
@@ -145,7 +144,10 @@ class ConditionalGAN(atomic_files.AtomicSaving, keras.Model):
         """
         self.g_optimizer = _get_optimizer(g_optimizer)
         self.d_optimizer = _get_optimizer(d_optimizer)
-        super().compile(optimizer=None, **kwargs)
+        # Keras's JAX trainer carries one optimizer's state: the discriminator's
+        # (the generator's travels as extra state, `non_trainable_variables`).
+        super().compile(optimizer=None if backend.is_tensorflow() else self.d_optimizer,
+                        **kwargs)
         # Built now, on exactly the variables each updates, so that `.keras`
         # files and BackupAndRestore restore their state.
         self.g_optimizer.build(self.online_generator.trainable_variables)
@@ -163,7 +165,29 @@ class ConditionalGAN(atomic_files.AtomicSaving, keras.Model):
             d_optimizer=keras.saving.deserialize_keras_object(config["d_optimizer"]),
         )
 
-    def train_step(self, data):
+    def _symbolic_build(self, iterator=None, data_batch=None):
+        # Built in __init__, optimizers in compile; on JAX Keras would call
+        # `call` (z, labels -> images) on a batch of real images.
+        if backend.is_tensorflow():
+            super()._symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    @property
+    def non_trainable_variables(self):
+        """Keras's, and on JAX the generator optimizer's state."""
+        variables = super().non_trainable_variables
+        if backend.is_tensorflow() or not getattr(self, "g_optimizer", None):
+            return variables
+        return variables + list(self.g_optimizer.variables)
+
+    def train_step(self, *args):
+        """`train_step(data)` on TensorFlow, `train_step(state, data)` on JAX."""
+        if backend.is_tensorflow():
+            return self._train_step(*args)
+        from keras_mgr.backend import jax_step
+
+        return jax_step.stateless_step(self, *args, self._train_step)
+
+    def _train_step(self, data):
         real, labels = data[0], data[1]
         labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
         batch = ops.shape(real)[0]
@@ -172,7 +196,7 @@ class ConditionalGAN(atomic_files.AtomicSaving, keras.Model):
         # Discriminator: hinge loss on one batch holding real and fake images.
         z = keras.random.normal((batch, self.latent_dim), seed=self.seed_generator)
         fake = generator([z, labels], training=True)
-        with tf.GradientTape() as tape:
+        def discriminator_loss():
             images = self.diff_augment(ops.concatenate([real, fake], axis=0))
             logits = discriminator(
                 [images, ops.concatenate([labels, labels], axis=0)], training=True
@@ -181,37 +205,45 @@ class ConditionalGAN(atomic_files.AtomicSaving, keras.Model):
             d_loss = ops.mean(ops.relu(1.0 - real_logits)) + ops.mean(
                 ops.relu(1.0 + fake_logits)
             )
-            scaled = self.d_optimizer.scale_loss(d_loss)
+            return self.d_optimizer.scale_loss(d_loss), d_loss
+
         weights = discriminator.trainable_variables
-        d_grads = tape.gradient(scaled, weights)
+        _, d_loss, d_grads = backend.value_and_grad(discriminator_loss, weights,
+                                                    self._written)
         d_ok = numerics.all_finite([d_loss, *d_grads])
         numerics.apply_if(d_ok, self.d_optimizer, d_grads, weights)
 
         # Generator: raise the discriminator's score of fresh fakes.
         z = keras.random.normal((batch, self.latent_dim), seed=self.seed_generator)
-        with tf.GradientTape() as tape:
+        def generator_loss():
             fake = generator([z, labels], training=True)
             logits = discriminator([self.diff_augment(fake), labels], training=False)
             g_loss = -ops.mean(logits)
-            scaled = self.g_optimizer.scale_loss(g_loss)
+            return self.g_optimizer.scale_loss(g_loss), g_loss
+
         weights = generator.trainable_variables
-        g_grads = tape.gradient(scaled, weights)
+        _, g_loss, g_grads = backend.value_and_grad(generator_loss, weights, self._written)
         ok = ops.logical_and(d_ok, numerics.all_finite([g_loss, *g_grads]))
         numerics.apply_if(ok, self.g_optimizer, g_grads, weights)
 
-        ops.cond(ok, self._update_ema, lambda: None)
+        numerics.run_if(ok, self._update_ema, self.ema_generator.weights)
         # Updated whatever the verdict: a NaN in the logs stops fit on the host.
         self.d_loss_tracker.update_state(d_loss)
         self.g_loss_tracker.update_state(g_loss)
         return {m.name: m.result() for m in self.metrics}
 
+    @property
+    def _written(self):
+        """What the losses assign: BatchNorm statistics, DiffAugment's stream."""
+        return [v for v in self.variables if not v.trainable]
+
     def _update_ema(self):
         """Moves the EMA generator towards the online one; returns nothing."""
         # BatchNorm moving statistics are averaged along with the weights.
-        step = ops.cast(self.g_optimizer.iterations, "float32")
+        step = ops.cast(self.g_optimizer.iterations.value, "float32")
         decay = ops.minimum(self.ema_decay, (1.0 + step) / (10.0 + step))
         for ema, online in zip(self.ema_generator.weights, self.online_generator.weights):
-            ema.assign(decay * ema + (1.0 - decay) * online)
+            ema.assign(decay * ema.value + (1.0 - decay) * online.value)
 
     def sample(self, labels, seed=None):
         """Generate one image per label with the EMA generator.

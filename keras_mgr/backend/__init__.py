@@ -1,0 +1,91 @@
+"""What differs between Keras backends, in one place.
+
+`replica`: how many replicas share a step and which one this is. `jax_step`
+(JAX only): the stateless training and test steps of `MGRModel` and their
+meta-gradient. The TensorFlow step is written with `tf.GradientTape` in
+`keras_mgr.meta` and `keras_mgr.microbatches`.
+"""
+
+import keras
+
+
+def name():
+    """The Keras backend in use: `"tensorflow"` or `"jax"` (others are refused
+    when keras_mgr is imported)."""
+    return keras.backend.backend()
+
+
+def is_tensorflow():
+    return name() == "tensorflow"
+
+
+def value_and_grad(loss, variables, writes=()):
+    """`(value, aux, grads)` of `loss() -> (value, aux)`, which reads
+    `variables` as variables, differentiated with respect to them. What
+    `loss` assigns to the variables in `writes` (BatchNorm statistics, seed
+    streams) is kept on every backend.
+
+    Example:
+
+    >>> w = keras.Variable(3.0)
+    >>> value, aux, (grad,) = value_and_grad(lambda: (w.value ** 2, None), [w])
+    >>> float(value), float(grad)
+    (9.0, 6.0)
+    """
+    if is_tensorflow():
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            value, aux = loss()
+        return value, aux, tape.gradient(value, list(variables))
+    from keras_mgr.backend import jax_step
+
+    return jax_step.value_and_grad(loss, variables, writes)
+
+
+def ordered_after(first, tensors):
+    """`tensors`, computed after `first` on TensorFlow (two independent
+    all-reduces may otherwise run in a different order per replica); as they
+    are on JAX, whose steps are one program."""
+    if not is_tensorflow():
+        return tensors
+    import tensorflow as tf
+
+    with tf.control_dependencies([first]):
+        return [tf.identity(t) for t in tensors]
+
+
+def check_supported(model):
+    """Raises a ValueError for what `model` asks of this backend that its step
+    does not do: on JAX, the exact meta step with SimSiam targets (their
+    stop-gradient must stop the inner derivative only) and loss scaling in a
+    meta step."""
+    if is_tensorflow() or not model.uses_finder:
+        return
+    exact = model.meta_gradient in ("second_order", "random_drift")
+    if exact and getattr(model.regularizer, "consistency", None) == "simsiam":
+        raise ValueError(
+            "On the JAX backend the exact meta step supports consistency 'l2' and "
+            "'cosine'; SimSiam's targets stop the inner derivative only, which this step "
+            "does not yet do on JAX. Use KERAS_BACKEND=tensorflow, another consistency, or "
+            "meta_gradient='finite_difference'. Received: consistency='simsiam', "
+            f"meta_gradient={model.meta_gradient!r}, mode={model.mode!r}")
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and hasattr(optimizer, "dynamic_scale"):
+        raise ValueError(
+            "On the JAX backend the meta step does not take loss scaling yet: use the "
+            "'float32' or 'bfloat16' dtype policy (no loss scale) or KERAS_BACKEND=tensorflow. "
+            f"Received: a LossScaleOptimizer in mode={model.mode!r}")
+
+
+def step_functions(model):
+    """`(plain, fused, first_step, wrap)` for `schedule.alternate`: `model`'s
+    compiled training step without and with the meta update, how to read the
+    optimizer's step count on the first call, and how the host check runs."""
+    if is_tensorflow():
+        plain = model._make_function(model.train_step)
+        fused = model._make_function(model.meta_train_step) if model.uses_finder else plain
+        return plain, fused, lambda *arguments: model.optimizer.iterations.numpy(), None
+    from keras_mgr.backend import jax_step
+
+    return jax_step.step_functions(model)
