@@ -64,8 +64,12 @@ def _default_moments(layer):
 
 def eligible(layer):
     """Whether `fuse` can give `layer` the fused training pass."""
-    return (keras.backend.backend() == "tensorflow"
-            and isinstance(layer, keras.layers.BatchNormalization)
+    return keras.backend.backend() == "tensorflow" and _fusable(layer)
+
+
+def _fusable(layer):
+    """Whether the fused kernel computes `layer`'s training pass."""
+    return (isinstance(layer, keras.layers.BatchNormalization)
             and _default_moments(layer) and not layer.synchronized and not layer.renorm
             and layer.epsilon >= 1e-5)
 
@@ -93,7 +97,7 @@ def fuse(model):
     layer of `model` (nested models included). Returns how many have it
     (none, with a warning, on a backend other than TensorFlow)."""
     if keras.backend.backend() != "tensorflow":
-        if any(eligible(layer) for layer in batchnorm_layers(model)):
+        if any(_fusable(layer) for layer in batchnorm_layers(model)):
             warnings.warn("fused_batchnorm=True asks for TensorFlow's fused BatchNorm kernel, "
                           f"which the {keras.backend.backend()} backend does not have: "
                           "Keras's own BatchNormalization pass runs (XLA compiles it). "

@@ -70,6 +70,7 @@ def on_jax(init_path, out_path, **env):
     return dict(np.load(out_path))
 
 
+@pytest.mark.slow  # one more JAX process (about a minute)
 def test_jax_data_parallel_over_two_devices_trains_as_one(backends, tmp_path):
     """`keras.distribution.DataParallel` over 2 host devices: the same losses and
     weights as one device on the same global batch (JAX shards one global
