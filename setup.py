@@ -28,7 +28,7 @@ setuptools.setup(
     extras_require={
         "cpu": ["tensorflow-cpu>=2.18"],
         "gpu": ["tensorflow[and-cuda]>=2.18"],
-        # The JAX backend (KERAS_BACKEND=jax); jax 0.10 is the last on Python 3.11.
+        # The JAX backend (KERAS_BACKEND=jax): jax 0.10 needs Python 3.11, 0.11 needs 3.12.
         "jax": ["jax[cpu]>=0.10"],
         "test": ["pytest", "pytest-xdist", "ruff", "tensorflow-datasets", "matplotlib",
                  "nbclient", "nbformat", "ipykernel", "tensorboard", "keras-cv",

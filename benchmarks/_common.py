@@ -253,6 +253,15 @@ def _slug(name):
     return "".join(c if c.isalnum() else "_" for c in str(name)).strip("_")[-40:]
 
 
+def write_report(out, name, title, script, table):
+    """Writes `<out>/<name>.md` (the title, a line saying the table is a mean
+    ± std over probes and seeds of `script`, then `table`'s lines), prints it."""
+    lines = [title, "", f"Mean ± std over probes and seeds (see {script}).", "", *table]
+    with open(os.path.join(out, name + ".md"), "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def log(*args):
     print(*args, flush=True)
     sys.stdout.flush()

@@ -278,13 +278,9 @@ def main(argv):
                 run_options, on_probe)
             for row in rows:  # a seed's probes land together (resume is per seed)
                 _common.append_row(path, row, fields=FIELDS)
-    rows = _common.read_rows(path, key=None)
-    lines = [f"# Finder signal ({FLAGS.dataset}, mode mgr)", "",
-             "Mean ± std over probes and seeds (see benchmarks/finder_signal.py).", ""]
-    lines += summarize(rows)
-    with open(os.path.join(FLAGS.out, FLAGS.name + ".md"), "w") as fh:
-        fh.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    _common.write_report(FLAGS.out, FLAGS.name, f"# Finder signal ({FLAGS.dataset}, mode mgr)",
+                         "benchmarks/finder_signal.py",
+                         summarize(_common.read_rows(path, key=None)))
 
 
 if __name__ == "__main__":

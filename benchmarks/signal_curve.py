@@ -225,13 +225,10 @@ def main(argv):
             for row in rows:  # a seed's probes land together (resume is per seed)
                 _common.append_row(path, row, fields=FIELDS)
     rows = _common.read_rows(path, key=None)
-    lines = [f"# Meta-gradient signal ({FLAGS.dataset}, mode mgr)", "",
-             "Mean ± std over probes and seeds (see benchmarks/signal_curve.py).", ""]
-    lines += summarize(rows)
-    with open(os.path.join(FLAGS.out, FLAGS.name + ".md"), "w") as fh:
-        fh.write("\n".join(lines) + "\n")
     plot(rows, os.path.join(FLAGS.out, FLAGS.name + ".png"))
-    print("\n".join(lines))
+    _common.write_report(FLAGS.out, FLAGS.name,
+                         f"# Meta-gradient signal ({FLAGS.dataset}, mode mgr)",
+                         "benchmarks/signal_curve.py", summarize(rows))
 
 
 if __name__ == "__main__":

@@ -392,6 +392,41 @@ def test_finder_signal_probe_leaves_the_run_untouched():
     assert {row.tobytes() for row in np.concatenate([x1, x2])} == held
 
 
+def test_signal_curve_averages_groups_of_k_and_leaves_the_run_untouched(monkeypatch):
+    """cos of group means, by hand: g = [1,0], [0,1] | [1,0], [1,1] (max k = 2).
+    k = 1: (cos(g0, g2) + cos(g1, g3)) / 2 = (1 + 0.7071) / 2; k = 2:
+    cos([.5, .5], [1, .5]) = 0.75 / (0.7071 * 1.1180) = 0.9487. Then a real probe
+    restores every weight it touched and gives finite numbers."""
+    import signal_curve
+    import tiny
+
+    import keras_mgr
+    from keras_mgr.datasets import Dataset
+
+    x, y = tiny.data(24)
+    data = Dataset(x, y, x, y)
+    model = keras_mgr.wrap(tiny.backbone(), tiny.generator(), num_classes=3, seed=0,
+                           meta_every=1, meta_batch_size=4, finder_hidden_dim=8)
+    model.compile(optimizer="adam")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    curve = signal_curve.Curve(model, data, 8, 0, None, ["all"], [1, 2], 0.05)
+    fake = iter([[np.array([1.0, 0.0])], [np.array([0.0, 1.0])], [np.array([1.0, 0.0])],
+                 [np.array([1.0, 1.0])]])
+    with monkeypatch.context() as patch:
+        patch.setattr(curve, "meta_gradient", lambda *args: next(fake))
+        patch.setattr(curve, "_loss_change", lambda *args: 0.0)
+        rows = curve()
+    assert [(r["k"], r["pairs"]) for r in rows] == [(1, 2), (2, 1)]
+    np.testing.assert_allclose([r["cos"] for r in rows], [(1 + 0.5**0.5) / 2, 0.9486833],
+                               rtol=1e-6)
+    variables = list(model.variables) + list(model.finder_optimizer.variables)
+    before = [v.numpy().copy() for v in variables]
+    rows = signal_curve.Curve(model, data, 8, 0, None, [4, "all"], [1, 2], 0.05)()
+    assert len(rows) == 4 and all(-1 <= r["cos"] <= 1 and np.isfinite(r["dl"]) for r in rows)
+    for v, value in zip(variables, before):
+        np.testing.assert_array_equal(v.numpy(), value, err_msg=v.path)
+
+
 def test_speed_measures_memory_on_a_fresh_machine():
     # speed.py turns on TensorFlow's CPU allocator statistics before TF loads.
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
