@@ -30,14 +30,14 @@ def test_max_shift_scales_long_residuals_and_keeps_short_ones():
 def test_max_shift_bounds_every_latent_and_starts_at_identity():
     model = build(finder_max_shift=0.25)
     draws = model.objective.draw(16)
-    z = np.asarray(draws["z"])
+    z = np.array(draws["z"])
     phi = [v.value for v in model.finder.trainable_variables]
     found, _ = model.finder.stateless_call(phi, [], [z, draws["labels"]])
-    np.testing.assert_array_equal(found.numpy(), z)  # zero-initialised residual
+    np.testing.assert_array_equal(np.array(found), z)  # zero-initialised residual
     rng = np.random.default_rng(0)
     for v in model.finder.trainable_variables:
-        v.assign(v.numpy() + rng.standard_normal(v.shape))
-    shift = np.linalg.norm(model.finder([z, draws["labels"]]).numpy() - z, axis=1)
+        v.assign(np.array(v) + rng.standard_normal(v.shape))
+    shift = np.linalg.norm(np.array(model.finder([z, draws["labels"]])) - z, axis=1)
     assert shift.max() == pytest.approx(0.25, rel=1e-5)  # the bound is reached
     assert np.all(shift <= 0.25 * (1 + 1e-5))
     x, y = tiny.data(24)
@@ -59,9 +59,9 @@ def test_holdout_smaller_than_meta_batch_is_used_whole():
     x_val, y_val = tiny.data(5, seed=3)
     model = build(meta_validation_data=(x_val, y_val))
     images, labels, weights = model.validation.batch()
-    np.testing.assert_array_equal(np.asarray(images), x_val)
-    np.testing.assert_array_equal(labels.numpy(), y_val)
-    np.testing.assert_array_equal(weights.numpy(), np.ones(5))
+    np.testing.assert_array_equal(np.array(images), x_val)
+    np.testing.assert_array_equal(np.array(labels), y_val)
+    np.testing.assert_array_equal(np.array(weights), np.ones(5))
 
 
 def test_holdout_larger_than_meta_batch_is_sampled_without_replacement():
@@ -73,9 +73,9 @@ def test_holdout_larger_than_meta_batch_is_sampled_without_replacement():
     for _ in range(5):
         images, labels, _ = model.validation.batch()
         rows = [int(np.argmin(np.abs(x_val.reshape(30, -1) - i.reshape(1, -1)).sum(1)))
-                for i in np.asarray(images)]
+                for i in np.array(images)]
         assert len(rows) == 8 and len(set(rows)) == 8
-        np.testing.assert_array_equal(labels.numpy(), y_val[rows])
+        np.testing.assert_array_equal(np.array(labels), y_val[rows])
         seen |= set(rows)
     assert len(seen) > 8  # a new draw each meta step
 
@@ -88,18 +88,18 @@ def test_holdout_feeds_the_meta_step_from_the_first_step():
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     # The finder steps at step 1 already (no buffer to fill), and the
     # buffer of training batches stays empty.
-    assert model.finder_optimizer.iterations.numpy() == 1
-    assert model.validation.count.numpy() == 0
+    assert np.array(model.finder_optimizer.iterations) == 1
+    assert np.array(model.validation.count) == 0
     # Its step is the one the meta-gradient on the held-out batch gives.
     state = [v.value for v in reference.backbone.non_trainable_variables]
     phi = reference.finder.trainable_variables
     grads, *_ = reference.objective.meta_gradient(
         reference.classifier_variables, state, phi, x, y, reference.objective.draw(8), x_val, y_val,
         np.ones(6))
-    assert np.sqrt(sum(np.sum(np.asarray(g) ** 2) for g in grads)) > 0
+    assert np.sqrt(sum(np.sum(np.array(g) ** 2) for g in grads)) > 0
     reference.finder_optimizer.apply(grads, phi)
     for a, b in zip(model.finder.weights, reference.finder.weights):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=1e-6)
 
 
 def test_holdout_is_saved_with_the_weights(tmp_path):
@@ -108,8 +108,8 @@ def test_holdout_is_saved_with_the_weights(tmp_path):
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert loaded.meta_holdout_size == 5
-    np.testing.assert_array_equal(loaded.validation.holdout_images.numpy(), x_val)
-    np.testing.assert_array_equal(loaded.validation.holdout_labels.numpy(), y_val)
+    np.testing.assert_array_equal(np.array(loaded.validation.holdout_images), x_val)
+    np.testing.assert_array_equal(np.array(loaded.validation.holdout_labels), y_val)
 
 
 @pytest.mark.parametrize("kwargs, data, message", [
@@ -221,7 +221,7 @@ def test_random_drift_moves_the_finder_like_mgr_without_its_direction():
         model = build(meta_gradient=meta_gradient, meta_every=1, finder_learning_rate=1e-2)
         history = model.fit(x, y, batch_size=8, epochs=3, verbose=0)
         finders[meta_gradient] = _flat(model.finder.trainable_variables)
-        streams[meta_gradient] = model.sampler.seed_state.numpy()
+        streams[meta_gradient] = np.array(model.sampler.seed_state)
         shifts[meta_gradient] = history.history["latent_shift"][-1]
     # Both finders moved (Adam steps of ~lr), by comparable amounts, differently.
     assert shifts["second_order"] > 0.01 and shifts["random_drift"] > 0.01
@@ -245,28 +245,28 @@ def test_meta_accumulation_steps_on_the_mean_of_k_meta_gradients():
 
     accumulating = build_twin(2)
     phi = accumulating.finder.trainable_variables
-    phi0 = [v.numpy() for v in phi]
+    phi0 = [np.array(v) for v in phi]
     # Step 0 fills the validation buffer (no meta update); step 1 accumulates g1.
     accumulating.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
-    assert int(accumulating.meta_accumulator.count.numpy()) == 1
+    assert int(np.array(accumulating.meta_accumulator.count)) == 1
     for v, p in zip(phi, phi0):
-        np.testing.assert_array_equal(v.numpy(), p)  # no finder step yet
-    g1 = [s.numpy() for s in accumulating.meta_accumulator.sums]
+        np.testing.assert_array_equal(np.array(v), p)  # no finder step yet
+    g1 = [np.array(s) for s in accumulating.meta_accumulator.sums]
     assert max(np.abs(g).max() for g in g1) > 0
 
     twin = build_twin(1)
     twin.set_weights([w for w, v in zip(accumulating.get_weights(), accumulating.weights)
                       if "meta_accumulator" not in v.path])
     for a, b in zip(twin.optimizer.variables, accumulating.optimizer.variables):
-        a.assign(b.numpy())
+        a.assign(np.array(b))
     for a, b in zip(twin.finder_optimizer.variables, accumulating.finder_optimizer.variables):
-        a.assign(b.numpy())
+        a.assign(np.array(b))
     accumulating.fit(x, y, batch_size=8, epochs=3, initial_epoch=2, shuffle=False, verbose=0)
     twin.fit(x, y, batch_size=8, epochs=3, initial_epoch=2, shuffle=False, verbose=0)
-    assert int(accumulating.meta_accumulator.count.numpy()) == 0  # the window restarted
+    assert int(np.array(accumulating.meta_accumulator.count)) == 0  # the window restarted
     for v, t, p, g in zip(phi, twin.finder.trainable_variables, phi0, g1):
-        g2 = p - t.numpy()
-        np.testing.assert_allclose(v.numpy(), p - (g + g2) / 2, rtol=1e-5, atol=1e-9)
+        g2 = p - np.array(t)
+        np.testing.assert_allclose(np.array(v), p - (g + g2) / 2, rtol=1e-5, atol=1e-9)
 
 
 def test_meta_accumulation_is_checked_and_saved(tmp_path):
