@@ -209,9 +209,7 @@ class MGRModel(saving.Checkpointing, keras.Model):
         return self._step(args, meta_step=True)
 
     def _step(self, args, meta_step):
-        if backend.is_tensorflow():
-            return self._train_step(*args, meta_step=meta_step)
-        return jax_step.train_step(self, *args, meta_step=meta_step)
+        return backend.run_step(self, args, lambda data: self._train_step(data, meta_step))
 
     def _train_step(self, data, meta_step):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

@@ -363,9 +363,8 @@ def test_finder_signal_end_to_end(tmp_path):
     assert "| 10 | defaults | second half | 1 | " in md
 
 
-def test_finder_signal_probe_leaves_the_run_untouched():
-    """A probe restores every weight, optimizer slot and random stream it touched."""
-    import finder_signal
+def _trained_mgr():
+    """A tiny mgr model after one epoch (its buffer full), and its data."""
     import tiny
 
     import keras_mgr
@@ -377,6 +376,13 @@ def test_finder_signal_probe_leaves_the_run_untouched():
                            meta_every=1, meta_batch_size=4, finder_hidden_dim=8)
     model.compile(optimizer="adam")
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    return model, data
+
+
+def test_finder_signal_probe_leaves_the_run_untouched():
+    """A probe restores every weight, optimizer slot and random stream it touched."""
+    import finder_signal
+    model, data = _trained_mgr()
     variables = list(model.variables) + list(model.finder_optimizer.variables)
     before = [v.numpy().copy() for v in variables]
     row = finder_signal.Probe(model, data, batch_size=8, seed=0)()
@@ -384,6 +390,8 @@ def test_finder_signal_probe_leaves_the_run_untouched():
     for v, value in zip(variables, before):
         np.testing.assert_array_equal(v.numpy(), value, err_msg=v.path)
     # Held-out validation (--holdout): the probe's validation batches come from it.
+    import tiny
+
     x_held, y_held = tiny.data(8, seed=5)
     probe = finder_signal.Probe(model, data, batch_size=8, seed=0, validation=(x_held, y_held))
     _, _, (x1, _), (x2, _) = probe.fixed
@@ -398,17 +406,7 @@ def test_signal_curve_averages_groups_of_k_and_leaves_the_run_untouched(monkeypa
     cos([.5, .5], [1, .5]) = 0.75 / (0.7071 * 1.1180) = 0.9487. Then a real probe
     restores every weight it touched and gives finite numbers."""
     import signal_curve
-    import tiny
-
-    import keras_mgr
-    from keras_mgr.datasets import Dataset
-
-    x, y = tiny.data(24)
-    data = Dataset(x, y, x, y)
-    model = keras_mgr.wrap(tiny.backbone(), tiny.generator(), num_classes=3, seed=0,
-                           meta_every=1, meta_batch_size=4, finder_hidden_dim=8)
-    model.compile(optimizer="adam")
-    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    model, data = _trained_mgr()
     curve = signal_curve.Curve(model, data, 8, 0, None, ["all"], [1, 2], 0.05)
     fake = iter([[np.array([1.0, 0.0])], [np.array([0.0, 1.0])], [np.array([1.0, 0.0])],
                  [np.array([1.0, 1.0])]])

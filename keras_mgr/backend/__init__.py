@@ -55,6 +55,17 @@ def ordered_after(first, tensors):
         return [tf.identity(t) for t in tensors]
 
 
+def run_step(model, arguments, step):
+    """`step(data)`, a step written with variables, as this backend's trainer
+    calls it: `(data)` on TensorFlow; `(state, data)` on JAX, run statelessly
+    over that state (`jax_step.stateless_step`)."""
+    if is_tensorflow():
+        return step(*arguments)
+    from keras_mgr.backend import jax_step
+
+    return jax_step.stateless_step(model, *arguments, step)
+
+
 def check_supported(model):
     """Raises a ValueError for what `model` asks of this backend that its step
     does not do: on JAX, the exact meta step with SimSiam targets (their

@@ -46,12 +46,6 @@ def stateless_step(model, state, data, run):
     return _stateless(model, variables, state, lambda: run(data))
 
 
-def train_step(model, state, data, meta_step):
-    """`(logs, new_state)` of `model._train_step(data, meta_step)`."""
-    return stateless_step(model, state, data,
-                          lambda batch: model._train_step(batch, meta_step=meta_step))
-
-
 def test_step(model, state, data):
     """`(logs, new_state)` of `model._test_step(data)`."""
     variables = (model.trainable_variables, model.non_trainable_variables,

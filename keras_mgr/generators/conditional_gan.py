@@ -181,11 +181,7 @@ class ConditionalGAN(atomic_files.AtomicSaving, keras.Model):
 
     def train_step(self, *args):
         """`train_step(data)` on TensorFlow, `train_step(state, data)` on JAX."""
-        if backend.is_tensorflow():
-            return self._train_step(*args)
-        from keras_mgr.backend import jax_step
-
-        return jax_step.stateless_step(self, *args, self._train_step)
+        return backend.run_step(self, args, self._train_step)
 
     def _train_step(self, data):
         real, labels = data[0], data[1]
