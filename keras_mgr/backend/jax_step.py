@@ -1,9 +1,10 @@
 """`MGRModel`'s steps on JAX: the same step code, made stateless.
 
 Keras's JAX trainer passes a step its state (trainable, non-trainable,
-optimizer and metric variables) and takes the new state back. `train_step`
-and `test_step` run `MGRModel`'s own step inside a `keras.StatelessScope`
-over that state, so its reads, `assign`s and optimizer updates become values.
+optimizer and metric variables) and takes the new state back.
+`stateless_step` and `test_step` run the model's own step inside a
+`keras.StatelessScope` over that state, so its reads, `assign`s and optimizer
+updates become values.
 Two optimizers and the host-read flags (the finder optimizer, the batch
 check) travel as extra non-trainable state (`MGRModel.non_trainable_variables`).
 
@@ -31,7 +32,7 @@ def extra_state(model):
     return extra
 
 
-def _stateless(model, variable_lists, values, run):
+def _stateless(variable_lists, values, run):
     mapping = [(v, x) for vs, xs in zip(variable_lists, values) for v, x in zip(vs, xs)]
     with keras.StatelessScope(state_mapping=mapping) as scope:
         logs = run()
@@ -43,14 +44,14 @@ def stateless_step(model, state, data, run):
     variables, over Keras's JAX training state."""
     variables = (model.trainable_variables, model.non_trainable_variables,
                  model.optimizer.variables, model.metrics_variables)
-    return _stateless(model, variables, state, lambda: run(data))
+    return _stateless(variables, state, lambda: run(data))
 
 
 def test_step(model, state, data):
     """`(logs, new_state)` of `model._test_step(data)`."""
     variables = (model.trainable_variables, model.non_trainable_variables,
                  model.metrics_variables)
-    return _stateless(model, variables, state, lambda: model._test_step(data))
+    return _stateless(variables, state, lambda: model._test_step(data))
 
 
 class substitute:
