@@ -242,9 +242,23 @@ def summarize(rows):
     return lines
 
 
+def load_run(per_class, seed):
+    """`(data, generator, held)`: the subset, its cached generator and, with
+    `--holdout`, the held-out split taken out of the subset (else None)."""
+    from keras_mgr import datasets
+
+    data = datasets.load(FLAGS.dataset, per_class=int(per_class), seed=seed,
+                         image_size=FLAGS.image_size)
+    generator, _ = _common.cached_generator(
+        data, FLAGS.dataset, f"{per_class}pc", seed, FLAGS.gan_steps, FLAGS.cache)
+    held = None
+    if FLAGS.holdout:
+        data, held = data.hold_out(FLAGS.holdout, seed)
+    return data, generator, held
+
+
 def main(argv):
     del argv
-    from keras_mgr import datasets
 
     options = _common.parse_options(FLAGS.options)
     if FLAGS.holdout:
@@ -257,13 +271,9 @@ def main(argv):
             tag = _common.options_string(options)
             if (per_class, str(seed), tag) in done:
                 continue
-            data = datasets.load(FLAGS.dataset, per_class=int(per_class), seed=seed,
-                                 image_size=FLAGS.image_size)
-            generator, _ = _common.cached_generator(
-                data, FLAGS.dataset, f"{per_class}pc", seed, FLAGS.gan_steps, FLAGS.cache)
+            data, generator, held = load_run(per_class, seed)
             run_options = {k: v for k, v in options.items() if k != "holdout"}
-            if FLAGS.holdout:
-                data, held = data.hold_out(FLAGS.holdout, seed)
+            if held is not None:
                 run_options["meta_validation_data"] = held
             rows = []
 

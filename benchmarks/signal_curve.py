@@ -188,7 +188,6 @@ def plot(rows, path):
 
 def main(argv):
     del argv
-    from keras_mgr import datasets
     from keras_mgr.demo import build_classifier
 
     options = _common.parse_options(FLAGS.options)
@@ -200,13 +199,9 @@ def main(argv):
         for seed in map(int, FLAGS.seeds):
             if (per_class, str(seed), source) in done:
                 continue
-            data = datasets.load(FLAGS.dataset, per_class=int(per_class), seed=seed,
-                                 image_size=FLAGS.image_size)
-            generator, _ = _common.cached_generator(
-                data, FLAGS.dataset, f"{per_class}pc", seed, FLAGS.gan_steps, FLAGS.cache)
-            run_options, validation = dict(options), None
-            if FLAGS.holdout:
-                data, validation = data.hold_out(FLAGS.holdout, seed)
+            data, generator, validation = finder_signal.load_run(per_class, seed)
+            run_options = dict(options)
+            if validation is not None:
                 run_options["meta_validation_data"] = validation
             model = build_classifier(data, generator, "mgr", seed, 1e-3, **run_options)
             curve = Curve(model, data, FLAGS.batch_size, seed, validation, FLAGS.val_sizes, ks,
