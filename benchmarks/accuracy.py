@@ -41,6 +41,13 @@ flags.DEFINE_list("compare_to", ["pcr"], "Modes, besides base, to report paired 
 _common.define("list", "seeds", ["0", "1", "2"], "Seeds (subset, generator, classifier).")
 _common.define("list", "modes", MODES, "Modes to compare.")
 flags.DEFINE_integer("gan_steps", 500, "GAN steps per subset (batch 64, whole epochs).")
+flags.DEFINE_enum("gan_data", "subset", ["subset", "pool"], "The generator's training data: "
+                  "the labelled subset, or the dataset's whole training pool (a generator "
+                  "that knows more than the classifier's data; one generator, seed 0).")
+flags.DEFINE_enum("backbone_init", "scratch", ["scratch", "simsiam_pool"], "The backbone's "
+                  "initial weights: random, or SimSiam on the unlabelled training pool "
+                  "(benchmarks/pretrain.py; one pretraining, seed 0).")
+flags.DEFINE_integer("pretrain_steps", 1200, "SimSiam steps of --backbone_init=simsiam_pool.")
 flags.DEFINE_integer("steps", 160, "Classifier steps per run (whole epochs).")
 _common.define("integer", "batch_size", 32, "Real (and synthetic) batch size.")
 _common.define("integer", "image_size", 32, "Image height and width.")
@@ -64,7 +71,8 @@ def settings_from_flags():
     s = {name: FLAGS[name].value for name in (
         "dataset", "data_dir", "ratios", "per_class", "size_steps", "seeds", "modes",
         "gan_steps", "steps", "batch_size", "image_size", "learning_rate", "options",
-        "config", "out", "name", "cache", "generator_quality", "judge_steps")}
+        "config", "out", "name", "cache", "generator_quality", "judge_steps", "gan_data",
+        "backbone_init", "pretrain_steps")}
     if FLAGS.quick:
         for name, value in QUICK.items():
             if not FLAGS[name].present:
@@ -112,6 +120,12 @@ def run_grid(s, variants=None, backbone="small_cnn", train=None, gan_image_size=
 
     train = train or train_classifier
     gan_image_size = gan_image_size or s["image_size"]
+    regime = {}  # settings outside the defaults, in the run key
+    if s.get("gan_data", "subset") != "subset":
+        regime["gan_data"] = s["gan_data"]
+    if s.get("backbone_init", "scratch") != "scratch":
+        regime["backbone_init"] = f"{s['backbone_init']}_{s['pretrain_steps']}"
+        train = _pretrained(train, s)
 
     options = _common.parse_options(s["options"])
     if variants is None:
@@ -131,19 +145,25 @@ def run_grid(s, variants=None, backbone="small_cnn", train=None, gan_image_size=
                     options=_common.options_string(opts), steps=steps,
                     gan_steps=s["gan_steps"], batch_size=s["batch_size"],
                     image_size=s["image_size"], learning_rate=s["learning_rate"],
-                    backbone=backbone, **subset, **extra)
+                    backbone=backbone, **subset, **extra, **regime)
                 if key not in done:
                     todo.append((key, config, mode, opts))
             if not todo:
                 continue
             data = datasets.load(s["dataset"], seed=seed, image_size=s["image_size"],
                                  data_dir=s["data_dir"], **subset)
-            gan_data = data if gan_image_size == s["image_size"] else datasets.load(
-                s["dataset"], seed=seed, image_size=gan_image_size,
-                data_dir=s["data_dir"], **subset)
-            generator, gan_seconds = _common.cached_generator(
-                gan_data, s["dataset"], size if kind == "ratio" else f"{size}pc", seed,
-                s["gan_steps"], s["cache"])
+            if regime.get("gan_data") == "pool":
+                gan_data = datasets.load(s["dataset"], image_size=gan_image_size,
+                                         data_dir=s["data_dir"])
+                generator, gan_seconds = _common.cached_generator(
+                    gan_data, s["dataset"], "pool", 0, s["gan_steps"], s["cache"])
+            else:
+                gan_data = data if gan_image_size == s["image_size"] else datasets.load(
+                    s["dataset"], seed=seed, image_size=gan_image_size,
+                    data_dir=s["data_dir"], **subset)
+                generator, gan_seconds = _common.cached_generator(
+                    gan_data, s["dataset"], size if kind == "ratio" else f"{size}pc", seed,
+                    s["gan_steps"], s["cache"])
             if s.get("generator_quality") and gan_image_size == s["image_size"]:
                 _common.record_generator_quality(
                     os.path.join(s["out"], s["name"] + "_generators.csv"), generator, data,
@@ -174,6 +194,22 @@ def run_grid(s, variants=None, backbone="small_cnn", train=None, gan_image_size=
                 gan_seconds = 0.0
                 _common.log(f"  {config:24s} {mode:8s} {accuracy:.4f} ({row['seconds']} s)")
     return _common.read_rows(path)
+
+
+def _pretrained(train, s):
+    """`train` with the backbone SimSiam-pretrained on the unlabelled pool."""
+    import pretrain
+
+    backbone, seconds = pretrain.pretrained_backbone(
+        s["dataset"], s["image_size"], s["pretrain_steps"], 0, s["cache"],
+        data_dir=s["data_dir"])
+    if seconds:
+        _common.log(f"SimSiam pretraining: {seconds:.0f} s")
+
+    def train_pretrained(*args, **kwargs):
+        return train(*args, backbone=backbone, **kwargs)
+
+    return train_pretrained
 
 
 def holdout_split(data, seed, epochs, steps, s, opts):

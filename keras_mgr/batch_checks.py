@@ -14,10 +14,10 @@ tf.distribute alike.
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from keras_mgr import backend, checks, numerics
+from keras_mgr.backend import tf
 from keras_mgr.data_checks import RANGE_SLACK
 
 # What the code in `BatchCheck.state[0]` names (1, 2, ...).
@@ -76,8 +76,9 @@ class BatchCheck:
     def static_shape(self, images):
         """Raises a ValueError when the images' size, as far as it is known
         where the step or `call` is traced, is not `image_shape`."""
-        expected, shape = self.image_shape, tf.TensorShape(images.shape)
-        static = None if shape.rank is None else tuple(shape[1:])
+        expected, shape = self.image_shape, images.shape
+        rank = shape.rank if hasattr(shape, "rank") else len(shape)  # TensorShape: None
+        static = None if rank is None else tuple(shape[1:])
         if static is not None and (len(static) != len(expected) or (
                 None not in static and static != expected)):
             one = static[-len(expected):] == expected[1:] and len(static) < len(expected)
@@ -245,8 +246,8 @@ def _agree(row):
     or apply the update alike. One small sum across replicas, in a
     `merge_call` as `numerics.record_nonfinite` does."""
     count = numerics.replicas()
-    context = tf.distribute.get_replica_context()
-    if count == 1 or context is None:
+    context = None if count == 1 else tf.distribute.get_replica_context()
+    if context is None:
         return row
     mine = ops.equal(ops.arange(count), ops.cast(context.replica_id_in_sync_group, "int32"))
     table = ops.where(mine[:, None], row[None, :], 0.0)

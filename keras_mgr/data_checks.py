@@ -12,7 +12,7 @@ import inspect
 import keras
 import numpy as np
 
-from keras_mgr import checks
+from keras_mgr import backend, checks
 
 # Slack around the generator's value range that real images may use.
 RANGE_SLACK = 0.05
@@ -85,9 +85,7 @@ def fit_data(x, y, num_classes, image_shape=None, value_range=None, what="fit"):
 
 
 def _labelled(x, y, num_classes, image_shape, value_range, what):
-    import tensorflow as tf
-
-    if isinstance(x, tf.data.Dataset):
+    if backend.is_tf_dataset(x):
         return _dataset(x, num_classes, image_shape, value_range, what)
     if x is None or not hasattr(x, "shape"):
         return
@@ -123,13 +121,11 @@ def predict_arguments(model, x):
     """`predict`'s `x`, a Python list made an array, its size checked when
     known (an array, a dataset's element spec) and an array's values against
     the range training held real images to; `call` checks the rest."""
-    import tensorflow as tf
-
     x = as_array(x, "x")
-    spec = x.element_spec if isinstance(x, tf.data.Dataset) else None
+    spec = x.element_spec if backend.is_tf_dataset(x) else None
     spec = spec[0] if isinstance(spec, tuple) else spec
-    if hasattr(x, "shape") or isinstance(spec, tf.TensorSpec):
-        model.batch_check.static_shape(tf.TensorSpec(x.shape if spec is None else spec.shape))
+    if hasattr(x if spec is None else spec, "shape"):
+        model.batch_check.static_shape(x if spec is None else spec)
     if isinstance(x, np.ndarray) and x.ndim == len(model.image_shape) + 1:
         _images(x, None, model.batch_check.value_range, "x")
     return x
@@ -209,9 +205,7 @@ def gan_data(x, y, num_classes, image_shape, value_range=None):
     """Checks `ConditionalGAN.fit`'s inputs: batched `(images, labels)` with
     int class ids (the GAN embeds ids; one-hot labels are refused), images
     in `value_range` (the generator's output range, 5% slack)."""
-    import tensorflow as tf
-
-    if isinstance(x, tf.data.Dataset):
+    if backend.is_tf_dataset(x):
         _dataset(x, num_classes, image_shape, value_range)
         labels = x.element_spec[1]
         if labels.shape.rank == 2 and labels.shape[1] != 1:

@@ -45,9 +45,9 @@ import threading
 import warnings
 
 import keras
-import tensorflow as tf
 from keras import ops
 
+from keras_mgr.backend import tf
 from keras_mgr.batchnorm import batchnorm_layers
 from keras_mgr.layers import ExactBatchNormalization
 

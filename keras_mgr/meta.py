@@ -22,10 +22,10 @@ zero gradient, so it is not offered.
 """
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from keras_mgr import numerics, random
+from keras_mgr.backend import tf
 from keras_mgr.fused_batchnorm import unfused
 
 

@@ -65,7 +65,7 @@ class MGRModel(saving.Checkpointing, keras.Model):
                  finite_difference_epsilon=0.01, latent_dim=None, image_shape=None,
                  latent_space="z", synthetic_pool_size=0, meta_holdout_size=0,
                  checkpoint_generator=True, seed=None, meta_microbatches="auto",
-                 fused_batchnorm=True, meta_accumulation=1,
+                 fused_batchnorm="auto", meta_accumulation=1,
                  **kwargs):
         super().__init__(**kwargs)
         checks.choice("mode", mode, MODES)
@@ -73,9 +73,9 @@ class MGRModel(saving.Checkpointing, keras.Model):
         term_class, self.uses_finder = terms.MODE_TABLE[mode]
         number = checks.number
         self.backbone, self.head = backbone, head
-        self.fused_batchnorm = bool(fused_batchnorm)
-        if self.fused_batchnorm:  # a TensorFlow kernel; JAX warns and keeps Keras's pass
-            fuse_batchnorm(backbone)
+        self.fused_batchnorm = fused_batchnorm  # "auto" is saved as "auto"
+        if backend.is_tensorflow() if fused_batchnorm == "auto" else fused_batchnorm:
+            fuse_batchnorm(backbone)  # a TensorFlow kernel: JAX warns, keeps Keras's pass
         self.checkpoint_generator = bool(checkpoint_generator)
         if self.checkpoint_generator:
             self._generator = generator

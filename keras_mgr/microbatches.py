@@ -13,10 +13,10 @@ statistics, so k > 1 then differs from k = 1; without it the sum is the same.
 `MIN_SLICE` synthetic samples each, else the whole batch (`resolve`).
 """
 
-import tensorflow as tf
 from keras import ops
 
 from keras_mgr import meta, numerics
+from keras_mgr.backend import tf
 from keras_mgr.fused_batchnorm import unfused
 
 MIN_SLICE = 8

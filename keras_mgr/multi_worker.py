@@ -24,10 +24,10 @@ False
 """
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from keras_mgr import backend
+from keras_mgr.backend import tf
 
 
 def active(strategy):

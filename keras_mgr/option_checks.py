@@ -98,7 +98,9 @@ def options(given):
     `finder_max_shift` is resolved for the mode."""
     mode = checks.choice("mode", given["mode"], terms.MODES)
     number = checks.number
-    checked = {name: flag(name, given[name]) for name in FLAGS}
+    checked = {name: flag(name, given[name]) for name in FLAGS
+               if not (name == "fused_batchnorm" and given[name] == "auto")}
+    checked.setdefault("fused_batchnorm", "auto")
     checked["seed"] = seed(given["seed"])
     checked["num_classes"] = number("num_classes", given["num_classes"], 2, integer=True,
                                     allow_none=True)

@@ -2,20 +2,25 @@
 
 import contextlib
 
-import tensorflow as tf
-
-from keras_mgr import microbatches
+from keras_mgr import backend, microbatches
 
 
 @contextlib.contextmanager
 def hint(model):
     """Re-raises `fit`'s out-of-memory error (same type) with what lowers the
-    step's peak memory, quoting the model's settings."""
+    step's peak memory, quoting the model's settings: TensorFlow's
+    `ResourceExhaustedError`, XLA's `RESOURCE_EXHAUSTED` runtime error on JAX."""
     try:
         yield
-    except tf.errors.ResourceExhaustedError as error:
-        raise type(error)(error.node_def, error.op,
-                          f"{message(model)}\n{error.message}") from error
+    except Exception as error:
+        if backend.is_tensorflow():
+            if not isinstance(error, backend.tf.errors.ResourceExhaustedError):
+                raise
+            raise type(error)(error.node_def, error.op,
+                              f"{message(model)}\n{error.message}") from error
+        if "RESOURCE_EXHAUSTED" not in str(error):
+            raise
+        raise type(error)(f"{message(model)}\n{error}") from error
 
 
 def message(model):

@@ -7,10 +7,10 @@ Python (docs/keras_notes.md), so the host picks the fused meta step every
 """
 
 import keras
-import tensorflow as tf
 from keras import ops
 
-from keras_mgr import numerics
+from keras_mgr import backend, numerics
+from keras_mgr.backend import tf
 
 
 def alternate(plain, fused, meta_every, steps_per_execution, first_step, after, wrap=None):
@@ -74,7 +74,7 @@ def fit_batch_size(x, batch_size):
     PCR and the meta step then running on 2 images. None if unknown.
     """
     size = None
-    if isinstance(x, tf.data.Dataset):
+    if backend.is_tf_dataset(x):
         spec = tf.nest.flatten(x.element_spec)[0]
         size = spec.shape[0] if spec.shape.rank else None
         if size is None:

@@ -2,10 +2,10 @@
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from keras_mgr import random
+from keras_mgr.backend import tf
 
 
 def balanced_draw(batch_size, latent_dim, num_classes, seed, dtype="float32"):

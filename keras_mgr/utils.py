@@ -21,9 +21,9 @@ def dataset_fit_kwargs(x, kwargs):
     Keras ignores `shuffle` for a dataset (it must shuffle itself) but warns
     about its default `True` on every call; a dataset's own order is kept.
     """
-    import tensorflow as tf
+    from keras_mgr import backend
 
-    if isinstance(x, tf.data.Dataset):
+    if backend.is_tf_dataset(x):
         kwargs = dict(kwargs)
         kwargs.setdefault("shuffle", False)
     return kwargs

@@ -41,7 +41,7 @@ def wrap(
     synthetic_pool_size=0,
     checkpoint_generator=True,
     batchnorm_momentum=None,
-    fused_batchnorm=True,
+    fused_batchnorm="auto",
     seed=None,
     name="mgr_model",
 ):
@@ -132,8 +132,9 @@ def wrap(
         fused_batchnorm: give the backbone's BatchNormalization layers
             TensorFlow's fused training kernel (`keras_mgr.fused_batchnorm`:
             the same function, a faster step, exact second derivatives).
-            False keeps Keras's own pass. A TensorFlow kernel: on JAX, True
-            warns and Keras's pass runs.
+            False keeps Keras's own pass. A TensorFlow kernel: `"auto"` is
+            True on TensorFlow, False on JAX, where True warns and Keras's
+            pass runs.
         seed: int in [0, 2**63 - 2] or None; fixes the synthetic draws and
             views with the model's own seeded streams. Global random state
             (Python, NumPy, TensorFlow) is left alone:

@@ -31,17 +31,29 @@ def test_simsiam_with_finite_differences_and_pcr_run_on_every_backend():
 
 
 def test_fused_batchnorm_is_tensorflows_kernel():
+    """"auto" (the default) fuses on TensorFlow only, silently; True on JAX
+    warns and keeps Keras's pass; the saved option stays "auto"."""
+    import warnings
+
     from keras_mgr.fused_batchnorm import is_fused
 
     backbone = tiny.backbone(norm="keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the default asks for nothing it cannot have
+        model = keras_mgr.wrap(backbone, tiny.generator(), num_classes=3, mode="base")
+    assert is_fused(backbone.layers[2]) is not JAX
+    assert model.get_config()["fused_batchnorm"] == "auto"
+    backbone = tiny.backbone(norm="keras")
     if JAX:
         with pytest.warns(UserWarning, match="fused_batchnorm=True.*jax backend does not"):
-            keras_mgr.wrap(backbone, tiny.generator(), num_classes=3, mode="base")
+            keras_mgr.wrap(backbone, tiny.generator(), num_classes=3, mode="base",
+                           fused_batchnorm=True)
     else:
-        keras_mgr.wrap(backbone, tiny.generator(), num_classes=3, mode="base")
+        keras_mgr.wrap(backbone, tiny.generator(), num_classes=3, mode="base",
+                       fused_batchnorm=True)
     assert is_fused(backbone.layers[2]) is not JAX
-    keras_mgr.wrap(tiny.backbone(norm="keras"), tiny.generator(), num_classes=3, mode="base",
-                   fused_batchnorm=False)  # no warning asked for, none given
+    with pytest.raises(ValueError, match="fused_batchnorm must be True or False.*'yes'"):
+        keras_mgr.wrap(tiny.backbone(), tiny.generator(), num_classes=3, fused_batchnorm="yes")
 
 
 def test_seed_streams_are_the_same_on_every_backend():
@@ -56,3 +68,45 @@ def test_seed_streams_are_the_same_on_every_backend():
                                [0.03392419, 0.24528888, 0.49029872, 0.3282151], rtol=1e-7)
     np.testing.assert_allclose(np.asarray(random.normal((4,), seed)),
                                [0.98808193, 1.6742924, -0.16128564, -0.5182467], rtol=1e-6)
+
+
+NO_TENSORFLOW = '''
+import importlib.abc, os, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "tensorflow":
+            raise ModuleNotFoundError("No module named 'tensorflow'")
+sys.meta_path.insert(0, Block())
+import numpy as np
+import keras_mgr, tiny
+x, y = tiny.data(16)
+grid = keras_mgr.callbacks.SampleGrid(directory=sys.argv[1], every=1, samples_per_class=2)
+model = tiny.wrapped("mgr", meta_every=1)
+model.fit(x, y, batch_size=8, epochs=2, verbose=0, validation_data=(x, y), callbacks=[grid])
+model.evaluate(x, y, verbose=0)
+model.save(os.path.join(sys.argv[1], "m.keras"))
+loaded = keras_mgr.load_model(os.path.join(sys.argv[1], "m.keras"))
+np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+assert len(grid.paths) == 2 and "tensorflow" not in sys.modules
+try:
+    keras_mgr.datasets.load("digits").as_dataset()
+except ImportError as error:
+    print("REFUSED:", error)
+'''
+
+
+@pytest.mark.tensorflow_only("one run: the child is JAX with TensorFlow blocked")
+def test_jax_trains_saves_and_writes_grids_without_tensorflow(tmp_path):
+    """The GPU machine has JAX and no TensorFlow: keras_mgr imports, trains
+    (fit, validation, evaluate, predict), saves, loads and writes sample
+    grids there; what needs TensorFlow says so when used."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), os.getcwd()]))
+    done = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "needs TensorFlow, which is not installed here" in done.stdout, done.stdout

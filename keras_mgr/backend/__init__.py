@@ -3,10 +3,46 @@
 `replica`: how many replicas share a step and which one this is. `jax_step`
 (JAX only): the stateless training and test steps of `MGRModel` and their
 meta-gradient. The TensorFlow step is written with `tf.GradientTape` in
-`keras_mgr.meta` and `keras_mgr.microbatches`.
+`keras_mgr.meta` and `keras_mgr.microbatches`. `tf`: TensorFlow, imported
+when first used, so that keras_mgr imports and trains on JAX on a machine
+without TensorFlow.
 """
 
+import sys
+
 import keras
+
+
+class _TensorFlow:
+    """The `tensorflow` module, imported on first attribute access.
+
+    Example:
+
+    >>> tf.constant(1.0).dtype.name  # imports TensorFlow here
+    'float32'
+    """
+
+    def __getattr__(self, attribute):
+        try:
+            import tensorflow
+        except ImportError as error:
+            raise ImportError(
+                f"`tf.{attribute}` needs TensorFlow, which is not installed here. On the JAX "
+                "backend keras_mgr trains on NumPy arrays and Python generators without it; "
+                "tf.data pipelines, TFDS and image folders, tf.distribute and the fused "
+                "BatchNorm kernel need it (`pip install tensorflow`)."
+            ) from error
+        return getattr(tensorflow, attribute)
+
+
+tf = _TensorFlow()
+
+
+def is_tf_dataset(x):
+    """Whether `x` is a `tf.data.Dataset`; False, and TensorFlow not imported,
+    where TensorFlow has not been imported (nothing can be one then)."""
+    module = sys.modules.get("tensorflow")
+    return module is not None and isinstance(x, module.data.Dataset)
 
 
 def name():
@@ -33,8 +69,6 @@ def value_and_grad(loss, variables, writes=()):
     (9.0, 6.0)
     """
     if is_tensorflow():
-        import tensorflow as tf
-
         with tf.GradientTape() as tape:
             value, aux = loss()
         return value, aux, tape.gradient(value, list(variables))
@@ -49,8 +83,6 @@ def ordered_after(first, tensors):
     are on JAX, whose steps are one program."""
     if not is_tensorflow():
         return tensors
-    import tensorflow as tf
-
     with tf.control_dependencies([first]):
         return [tf.identity(t) for t in tensors]
 

@@ -1,5 +1,8 @@
 """Pure helpers of `SampleGrid`: generate, tile and write sample grids."""
 
+import struct
+import zlib
+
 import numpy as np
 
 from keras_mgr import synthesis
@@ -92,13 +95,29 @@ def make_grid(panels, padding=2, separator=4, pad_value=1.0, separator_value=0.5
 
 
 def write_png(path, grid, scale=1):
-    """Writes a `[0, 1]` grid `(H, W, C)` as an 8-bit PNG (no matplotlib)."""
-    import tensorflow as tf
-
+    """Writes a `[0, 1]` grid `(H, W, C)` as an 8-bit PNG (no matplotlib,
+    no TensorFlow: the standard library's zlib)."""
     image = np.round(np.clip(grid, 0.0, 1.0) * 255).astype("uint8")
     if scale > 1:
         image = image.repeat(scale, axis=0).repeat(scale, axis=1)
-    tf.io.write_file(path, tf.io.encode_png(image))
+    with open(path, "wb") as fh:
+        fh.write(encode_png(image))
+
+
+def encode_png(image):
+    """PNG bytes of a uint8 image `(H, W, C)`, C in 1 (grey), 3 (RGB) or 4 (RGBA)."""
+    height, width, channels = image.shape
+    colour_type = {1: 0, 3: 2, 4: 6}[channels]
+
+    def chunk(kind, data):
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = np.concatenate([np.zeros((height, 1), "uint8"),  # filter type 0 per row
+                           np.ascontiguousarray(image).reshape(height, width * channels)], 1)
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(rows.tobytes())) + chunk(b"IEND", b""))
 
 
 def write_image_summary(tag, grid, step):
@@ -115,7 +134,7 @@ def write_image_summary(tag, grid, step):
     metadata = summary_pb2.SummaryMetadata(
         plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="images"))
     tensor = tf.stack([tf.as_string(image.shape[1]), tf.as_string(image.shape[0]),
-                       tf.io.encode_png(image)])
+                       tf.constant(encode_png(image))])
     return tf.summary.write(tag, tensor, step=step, metadata=metadata)
 
 

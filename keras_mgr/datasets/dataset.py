@@ -1,6 +1,6 @@
 import numpy as np
-import tensorflow as tf
 
+from keras_mgr.backend import tf
 from keras_mgr.datasets.stratified_subset import stratified_split
 
 _SPLITS = ("train", "val", "test")

@@ -3,9 +3,9 @@ import os
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_mgr import option_checks
+from keras_mgr.backend import tf
 from keras_mgr.datasets.animals import load_animals
 from keras_mgr.datasets.dataset import Dataset
 from keras_mgr.datasets.stratified_subset import (
