@@ -77,8 +77,16 @@ constraints: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^#' >> constraints.new
 	mv constraints.new constraints.txt
 
+# One home per concept: mode questions go to the mode table and "auto"
+# options to terms.resolve_auto (keras_mgr/terms.py); the greps find none elsewhere.
+MODE_NAME := \"(base|gda|metagda|pcr|mgr)\"
 lint: $(STAMP)
 	$(BIN)/ruff check keras_mgr tests benchmarks
+	@! grep -rnE "mode (not )?in \(|mode [!=]= $(MODE_NAME)|$(MODE_NAME): \(" keras_mgr \
+		--include=*.py --exclude=terms.py || (echo "mode questions belong to terms.MODE_TABLE"; exit 1)
+	@! grep -rnE "== \"auto\"" keras_mgr --include=*.py --exclude=terms.py \
+		--exclude=checks.py --exclude=conditional_gan.py \
+		|| (echo "wrap()'s \"auto\" options are resolved by terms.resolve_auto"; exit 1)
 
 format: $(STAMP)
 	$(BIN)/ruff format keras_mgr tests benchmarks

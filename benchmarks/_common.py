@@ -10,6 +10,16 @@ import math
 import os
 import sys
 
+
+def _backend_from_command_line():
+    """`--backend=NAME` (a flag of the scripts that time steps) must choose
+    Keras's backend before Keras loads, so it is read here, on import."""
+    for argument in sys.argv[1:]:
+        if argument.startswith("--backend="):
+            os.environ["KERAS_BACKEND"] = argument.split("=", 1)[1]
+
+
+_backend_from_command_line()
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 

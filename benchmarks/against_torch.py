@@ -20,8 +20,15 @@ What is compared: PyTorch's median seconds per step (for meta_every 5 the
 amortized (meta + 4 plain) / 5), and speed.py's mean step time of a round,
 median over rounds (a mean counts slow steps too: it does not favour Keras).
 
-Writes `<out>/against_torch.md` and keeps every run's JSON in
-`<out>/against_torch/`; `--report_only` re-renders from those.
+On a GPU (JAX; the reference's CUDA copy takes `--device cuda --batch N`):
+
+    python benchmarks/against_torch.py --backend=jax --jit_compile --batch_size=256 \
+        --torch_script=PATH/torch_mgr_step_gpu.py --torch_args="--device cuda --batch 256" \
+        --norss
+
+Writes `<out>/against_torch<suffix>.md` (suffix: backend, XLA and batch
+where not TensorFlow / off / 64) and keeps every run's JSON in
+`<out>/against_torch<suffix>/`; `--report_only` re-renders from those.
 """
 
 import json
@@ -40,11 +47,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # `/mb4`: meta_microbatches=4, keras_mgr's memory option, against the same
 # reference mode (the reference has no micro-batches).
 MODES = {"base": "base", "gda": "gda", "pcr": "pcr", "mgr:5": "mgr k=5", "mgr": "mgr k=1",
-         "mgr:5/mb4": "mgr k=5", "mgr/mb4": "mgr k=1"}
+         "mgr:5/mb4": "mgr k=5", "mgr/mb4": "mgr k=1", "mgr:auto/mbauto": "mgr k=5"}
 # Peak RSS, one configuration per process, TensorFlow's default CPU allocator.
 RSS_CONFIGS = ("base", "mgr:5", "mgr", "mgr:5/mb4", "mgr/mb4")
-SPEED = [os.path.join(HERE, "speed.py"), "--networks=peer", "--batch_size=64",
-         "--throughput=", "--nobreakdown", "--steps=10"]
+SPEED = [os.path.join(HERE, "speed.py"), "--networks=peer", "--throughput=", "--nobreakdown"]
+
+
+def _speed(f):
+    """speed.py's command line for this run's backend, XLA and batch size."""
+    return [sys.executable] + SPEED + [
+        f"--backend={f.backend}", f"--batch_size={f.batch_size}", f"--steps={f.steps}",
+        "--jit_compile" if f.jit_compile else "--nojit_compile"]
 
 
 def _run(cmd, cwd=None, env=None):
@@ -56,20 +69,24 @@ def _rss_name(config):
     return "keras_rss_" + config.replace(":", "_").replace("/", "_")
 
 
-def measure(folder, torch_script, torch_python, rounds):
+def measure(folder, torch_script, f):
     folder = os.path.abspath(folder)  # the reference runs from its own folder
     os.makedirs(folder, exist_ok=True)
-    for r in range(1, rounds + 1):
-        _run([torch_python, os.path.basename(torch_script), "--no-compile", "--json",
-              os.path.join(folder, f"torch_r{r}.json")], cwd=os.path.dirname(torch_script))
-        _run([sys.executable] + SPEED + ["--configs=" + ",".join(MODES), "--rounds=3",
-                                         f"--out={folder}/keras_r{r}"])
+    env = dict(os.environ, KERAS_BACKEND=f.backend)
+    for r in range(1, f.rounds + 1):
+        _run([f.torch_python, os.path.basename(torch_script), "--no-compile", *f.torch_args.split(),
+              "--json", os.path.join(folder, f"torch_r{r}.json")],
+             cwd=os.path.dirname(torch_script))
+        _run(_speed(f) + ["--configs=" + ",".join(MODES), f"--rounds={f.speed_rounds}",
+                          f"--out={folder}/keras_r{r}"], env=env)
+    if not f.rss:
+        return
     # RSS with TensorFlow's default CPU allocator, as users run: speed.py's
     # allocator column needs the BFC allocator, which is not the default.
-    env = dict(os.environ, TF_CPU_ALLOCATOR_USE_BFC="false")
+    env = dict(env, TF_CPU_ALLOCATOR_USE_BFC="false")
     for config in RSS_CONFIGS:
-        _run([sys.executable] + SPEED + [f"--configs={config}", "--rounds=1",
-                                         f"--out={folder}/{_rss_name(config)}"], env=env)
+        _run(_speed(f) + [f"--configs={config}", "--rounds=1",
+                          f"--out={folder}/{_rss_name(config)}"], env=env)
 
 
 def _load(path):
@@ -78,7 +95,8 @@ def _load(path):
 
 
 def _keras(folder, name):
-    return _load(os.path.join(folder, name, "speed_cpu_xlaoff_peer.json"))
+    (json_name,) = [n for n in os.listdir(os.path.join(folder, name)) if n.endswith(".json")]
+    return _load(os.path.join(folder, name, json_name))
 
 
 def report(folder, rounds):
@@ -101,10 +119,16 @@ def report(folder, rounds):
     def per_round(values, fmt):
         return " / ".join(format(v, fmt) for v in values)
 
+    first = _keras(folder, "keras_r1")  # runs before the backend flag: TensorFlow, batch 64
+    flags_ = {"backend": "tensorflow", "jit_compile": False, "batch_size": 64,
+              **first.get("flags", {})}
+    device = first.get("device", "CPU:0")
+    batch = flags_["batch_size"]
     lines = [
-        f"PyTorch {info['torch']} (CPU build, {info['threads']} threads) against keras_mgr, "
-        "TensorFlow CPU, XLA off; batch 64 real + 64 synthetic, 32x32x1; "
-        f"{rounds} alternating runs (run 1 / run 2 ...).", "",
+        f"PyTorch {info['torch']} ({info.get('device', 'cpu')}, {info['threads']} threads) "
+        f"against keras_mgr, {flags_.get('backend', 'tensorflow')} on {device}, XLA "
+        f"{'on' if flags_['jit_compile'] else 'off'}; batch {batch} real + {batch} synthetic, "
+        f"32x32x1; {rounds} alternating runs (run 1 / run 2 ...).", "",
         "| mode | PyTorch s/step | keras_mgr s/step | keras_mgr / PyTorch | "
         "peak RSS MiB over the steps, PyTorch / keras_mgr (whole process) |",
         "|---|---|---|---|---|"]
@@ -121,8 +145,8 @@ def report(folder, rounds):
                   "(whole process): " + ", ".join(f"{c} {mib(rss[c])} MiB" for c in extra) + "."]
     lines += ["", "Modes in parentheses are PyTorch's (`k`: its meta_every). keras_mgr's "
               "configs without `/mb4` run the whole-batch second-order pass "
-              "(`meta_microbatches=1`); wrap()'s default at these 64 synthetic images is "
-              "`/mb4` (`meta_microbatches=\"auto\"`).",
+              "(`meta_microbatches=1`); `mgr:auto/mbauto` is wrap()'s default for mgr "
+              "(meta_every 5, `meta_microbatches=\"auto\"`: `/mb4` at 64 synthetic images).",
               "", "Peak RSS over the steps: each framework frees what it can (garbage "
               "collection, `malloc_trim`) and resets the kernel's peak mark after its "
               "warm-up; keras_mgr runs each configuration in a process of its own, "
@@ -130,18 +154,25 @@ def report(folder, rounds):
     return "\n".join(lines) + "\n"
 
 
+def suffix(f):
+    """`""` for TensorFlow without XLA at batch 64 (the CPU table), else what differs."""
+    parts = ([f.backend] if f.backend != "tensorflow" else []) + (
+        ["xla"] if f.jit_compile else []) + ([f"b{f.batch_size}"] if f.batch_size != 64 else [])
+    return "".join("_" + p for p in parts)
+
+
 def main(argv):
     del argv
-    folder = os.path.join(FLAGS.out, "against_torch")
+    folder = os.path.join(FLAGS.out, "against_torch" + suffix(FLAGS))
     if not FLAGS.report_only:
         if not FLAGS.torch_script or not os.path.exists(FLAGS.torch_script):
             raise FileNotFoundError(
                 "--torch_script must name the PyTorch reference script. "
                 f"Received: {FLAGS.torch_script!r}")
-        measure(folder, os.path.abspath(FLAGS.torch_script), FLAGS.torch_python, FLAGS.rounds)
+        measure(folder, os.path.abspath(FLAGS.torch_script), FLAGS)
     md = report(folder, FLAGS.rounds) + "\n".join(machine_markdown(describe())) + "\n"
     print(md)
-    with open(os.path.join(FLAGS.out, "against_torch.md"), "w") as fh:
+    with open(os.path.join(FLAGS.out, f"against_torch{suffix(FLAGS)}.md"), "w") as fh:
         fh.write("# keras_mgr against the PyTorch reference step\n\n" + md)
 
 
@@ -151,6 +182,16 @@ def define_flags():  # at run time only: importing this module defines no flags
     flags.DEFINE_integer("rounds", 2, "Alternating runs of each framework.")
     flags.DEFINE_string("out", "benchmarks/results", "Output folder.")
     flags.DEFINE_bool("report_only", False, "Re-render the table from the saved JSONs.")
+    flags.DEFINE_string("backend", "tensorflow", "keras_mgr's Keras backend (speed.py --backend).")
+    flags.DEFINE_bool("jit_compile", False, "keras_mgr's steps under XLA.")
+    flags.DEFINE_integer("steps", 10, "keras_mgr's timed steps per config and round.")
+    flags.DEFINE_integer("speed_rounds", 3, "keras_mgr's rounds per run (median reported).")
+    flags.DEFINE_integer("batch_size", 64, "Real = synthetic batch of both steps (pass the "
+                         "same --batch N to the reference in --torch_args).")
+    flags.DEFINE_string("torch_args", "", "Extra arguments of the reference, e.g. "
+                        "'--device cuda --batch 256'.")
+    flags.DEFINE_bool("rss", True, "Also time each keras_mgr config alone for its peak RSS "
+                      "(TensorFlow's default CPU allocator; a CPU measure).")
 
 
 if __name__ == "__main__":

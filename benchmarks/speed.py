@@ -24,22 +24,31 @@ machines.
 
 Config syntax: `mode[:k][+pool][@s][/fd][/mbK][/kerasbn]`: `:k` sets
 meta_every=k (`:inf`: only the first step is a meta step, i.e. the plain mgr
-step), `+pool` a 1024-image synthetic pool, `@s` synthetic_batch_size=s, `/fd`
-the finite-difference meta-gradient, `/mbK` meta_microbatches=K, `/kerasbn`
-Keras's own BatchNorm pass (`wrap(fused_batchnorm=False)`). Without `/mbK` a
-config runs the whole-batch second-order pass (meta_microbatches=1), as every
-table before that option did; wrap()'s default, `"auto"`, is `/mb4` at 32 or
-64 synthetic images per replica (`/mb2` at 16).
+step; `:auto`: wrap()'s default), `+pool` a 1024-image synthetic pool, `@s`
+synthetic_batch_size=s, `/fd` the finite-difference meta-gradient, `/mbK`
+meta_microbatches=K (`/mbauto`: wrap()'s default), `/kerasbn` Keras's own
+BatchNorm pass (`wrap(fused_batchnorm=False)`; otherwise its "auto", the
+fused kernel on TensorFlow). Without `/mbK` a config runs the whole-batch
+second-order pass (meta_microbatches=1), as every table before that option
+did; wrap()'s default, `"auto"`, is `/mb4` at 32 or 64 synthetic images per
+replica (`/mb2` at 16).
 
-Peak memory: TensorFlow's allocator statistics for the device
-(`tf.config.experimental.get_memory_info`): the peak during the timed steps
-minus what was allocated before them (weights, the other models), i.e. the
-step's working memory. On CPU TensorFlow keeps these statistics only with its
-BFC allocator, chosen by `TF_CPU_ALLOCATOR_USE_BFC=true` before TensorFlow
-loads: this script sets it, and fails rather than report 0 when the
-statistics are unavailable.
+Backends: `--backend=tensorflow` (default) or `--backend=jax` (read before
+Keras loads); one process per backend, so compare the two through their
+ratios or with `benchmarks/backends.py`, which alternates them.
 
-Breakdown (mgr, meta_every=1): the step's parts timed directly as compiled
+Peak memory, the step's working memory. TensorFlow: its allocator statistics
+for the device (`tf.config.experimental.get_memory_info`), the peak during
+the timed steps minus what was allocated before them (weights, the other
+models). On CPU TensorFlow keeps these statistics only with its BFC
+allocator, chosen by `TF_CPU_ALLOCATOR_USE_BFC=true` before TensorFlow loads:
+this script sets it, and fails rather than report 0 when the statistics are
+unavailable. JAX (no per-step allocator peak): XLA's buffer assignment of
+the compiled step, `memory_analysis()` of the jitted step over the same
+state and batch, temporaries plus outputs not aliased to the donated state;
+with `--nojit_compile` there is no compiled step and no memory column.
+
+Breakdown (mgr, meta_every=1; TensorFlow): the step's parts timed directly as compiled
 functions (real-batch CE forward + backward; finder + generator forward; PCR's
 two augmented views through the backbone, forward + backward) and the meta
 step as the difference between the `mgr:1` and the plain `mgr:inf` step.
@@ -72,7 +81,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import _common  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 from machine import Machine, describe  # noqa: E402
 from machine import markdown as machine_markdown  # noqa: E402
@@ -80,9 +88,12 @@ from peer_networks import peer_backbone, peer_generator, peer_wrap_options  # no
 
 import keras_mgr  # noqa: E402
 from keras_mgr.backbones import resnet18, small_cnn  # noqa: E402
+from keras_mgr.backend import tf  # noqa: E402  (imported on first use: not on JAX)
 from keras_mgr.generators import conditional_generator  # noqa: E402
 
 FLAGS = flags.FLAGS
+_common.define("string", "backend", "tensorflow", "Keras backend: tensorflow or jax (read "
+               "before Keras loads).")
 _common.define("integer", "batch_size", 32, "Real batch size.")
 flags.DEFINE_integer("synthetic_batch_size", 0, "Synthetic batch size (0: = batch_size).")
 _common.define("integer", "image_size", 32, "Square image size.")
@@ -127,7 +138,7 @@ def parse_config(config):
     config, _, sbs = config.partition("@")
     config, pool, _ = config.partition("+pool")
     mode, _, every = config.partition(":")
-    every = 10**9 if every == "inf" else int(every or 1)
+    every = {"inf": 10**9, "auto": "auto"}.get(every) or int(every or 1)
     return mode, every, bool(pool), int(sbs) if sbs else None
 
 
@@ -135,17 +146,19 @@ def config_options(config):
     """`wrap()` arguments of a config's `/` options: `"mgr/fd/mb4/kerasbn"` ->
     finite-difference meta-gradient, 4 micro-batches, Keras's BatchNorm pass."""
     options = {"meta_gradient": "second_order", "meta_microbatches": 1,
-               "fused_batchnorm": True}
+               "fused_batchnorm": "auto"}
     for option in config.split("/")[1:]:
         if option == "fd":
             options["meta_gradient"] = "finite_difference"
         elif option.startswith("mb") and option[2:].isdigit():
             options["meta_microbatches"] = int(option[2:])
+        elif option == "mbauto":
+            options["meta_microbatches"] = "auto"
         elif option == "kerasbn":
             options["fused_batchnorm"] = False
         else:
             raise ValueError(f"Unknown config option /{option} in {config!r}: "
-                             "expected /fd, /mbK or /kerasbn.")
+                             "expected /fd, /mbK, /mbauto or /kerasbn.")
     return options
 
 
@@ -177,11 +190,52 @@ def build(config, image_shape, generator, batch_size, synthetic_batch_size, jit_
     return model
 
 
+def device_name():
+    """The device the steps run on, as the backend names it (e.g. `GPU:0`, `cuda:0`)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return str(jax.devices()[0])
+    return tf.config.list_logical_devices()[-1].name
+
+
+def device_kind():
+    """`"gpu"` or `"cpu"`."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return "gpu" if jax.devices()[0].platform == "gpu" else "cpu"
+    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+
+
+def compiled_step_memory(model, x, y):
+    """JAX: bytes of XLA's buffers for `model`'s jitted training step(s) on
+    the batch `(x, y)`, temporaries plus outputs not aliased to the donated
+    state (the largest of the plain and the meta step)."""
+    import jax
+
+    state = ([v.value for v in model.trainable_variables],
+             [v.value for v in model.non_trainable_variables],
+             [v.value for v in model.optimizer.variables],
+             [v.value for v in model.metrics_variables])
+    steps = [model.train_step] + ([model.meta_train_step] if model.uses_finder else [])
+    worst = 0
+    for step in steps:
+        analysis = jax.jit(step, donate_argnums=0).lower(state, (x, y)).compile()
+        analysis = analysis.memory_analysis()
+        worst = max(worst, analysis.temp_size_in_bytes + analysis.output_size_in_bytes
+                    - analysis.alias_size_in_bytes)
+    return worst
+
+
 def _memory():
     """`(device, {"current", "peak"})` of TensorFlow's allocator, or an error
     naming the fix (never a silent 0). `(device, None)` when the run asked for
     TensorFlow's default CPU allocator (`TF_CPU_ALLOCATOR_USE_BFC=false`, e.g.
-    to compare process RSS with another framework): no allocator column then."""
+    to compare process RSS with another framework), and on JAX (see
+    `compiled_step_memory`): no allocator column then."""
+    if keras.backend.backend() == "jax":
+        return device_name(), None
     device = "GPU:0" if tf.config.list_physical_devices("GPU") else "CPU:0"
     if device == "CPU:0" and os.environ.get("TF_CPU_ALLOCATOR_USE_BFC") == "false":
         return device, None
@@ -226,6 +280,9 @@ def measure(configs, image_shape, steps, rounds, batch_size, synthetic_batch_siz
     device, stats = _memory()
     if stats is None:  # not measured: shown as "-", never as 0
         memory = {c: None for c in configs}
+    if keras.backend.backend() == "jax" and jit_compile:
+        memory = {c: compiled_step_memory(m, x[:batch_size], y[:batch_size].astype("int32"))
+                  for c, m in models.items()}
     for _ in range(rounds):
         for c, model in models.items():
             timer = StepTimer()
@@ -336,14 +393,15 @@ def throughput(configs, generator, batch_size, synthetic_batch_size, jit_compile
     return result
 
 
-def report(f, seconds, memory, parts, images_per_second, device_name, peak_rss=None,
+def report(f, seconds, memory, parts, images_per_second, device, peak_rss=None,
            steps_rss=None, warmup=None):
     base = seconds.get("base", next(iter(seconds.values())))
     base_memory = memory.get("base")
     pcr = seconds.get("pcr")
     sbs = f["synthetic_batch_size"] or f["batch_size"]
     lines = [
-        f"# Step cost, {device_name}, jit_compile={f['jit_compile']}", "",
+        f"# Step cost, {device}, {f.get('backend', 'tensorflow')}, "
+        f"jit_compile={f['jit_compile']}", "",
         f"Real batch {f['batch_size']}, synthetic batch {sbs} (unless `@s`), images "
         f"{f['image_size']}x{f['image_size']}x{f['channels']}, "
         f"{f.get('networks', 'small_cnn')} networks, "
@@ -364,7 +422,7 @@ def report(f, seconds, memory, parts, images_per_second, device_name, peak_rss=N
                       f"and the mark reset): {steps_rss / 2**20:.0f} MiB.")
     if warmup:
         lines += ["", "Warm-up (tracing, compilation and 3 steps; in this order, the first "
-                  "also pays TensorFlow's start), s: "
+                  "also pays the backend's start), s: "
                   + ", ".join(f"{c} {w:.1f}" for c, w in warmup.items()) + "."]
     lines += _scaling(seconds, sbs)
     if parts:
@@ -379,6 +437,9 @@ def report(f, seconds, memory, parts, images_per_second, device_name, peak_rss=N
             lines.append(f"| {name} | {1000 * s:.1f} | {share} |")
         if total:
             lines.append(f"| whole mgr step | {1000 * total:.1f} | 100% |")
+    if f.get("breakdown") and f.get("backend", "tensorflow") != "tensorflow":
+        lines += ["", "Breakdown of the mgr step: not measured on this backend (it times "
+                  "TensorFlow functions)."]
     if images_per_second:
         base_ips = images_per_second.get("base")
         lines += ["", "## fit throughput (digits train split, tf.data, one epoch)", "",
@@ -418,14 +479,14 @@ def run(f):
         f["synthetic_batch_size"], f["jit_compile"], f["networks"], rss, warmup)
     parts = {}
     mgr = models.get("mgr")
-    if f["breakdown"] and mgr is not None:
+    if f["breakdown"] and mgr is not None and f["backend"] == "tensorflow":
         parts = breakdown(mgr, image_shape, f["batch_size"], f["steps"] * f["rounds"],
                           f["jit_compile"])
     images_per_second = throughput(f["throughput"], generator, f["batch_size"],
                                    f["synthetic_batch_size"], f["jit_compile"],
                                    f["networks"]) if (
         f["throughput"]) else {}
-    device = tf.config.list_logical_devices()[-1].name
+    device = device_name()
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     here = describe()
     md = report(f, seconds, memory, parts, images_per_second, device, peak_rss,
@@ -442,7 +503,12 @@ def run(f):
 def flag_dict():
     f = {name: FLAGS[name].value for name in (
         "batch_size", "synthetic_batch_size", "image_size", "channels", "steps",
-        "rounds", "jit_compile", "configs", "throughput", "breakdown", "out", "networks")}
+        "rounds", "jit_compile", "configs", "throughput", "breakdown", "out", "networks",
+        "backend")}
+    if f["backend"] != keras.backend.backend():
+        raise ValueError(f"--backend={f['backend']} but Keras loaded "
+                         f"{keras.backend.backend()!r}: pass --backend=NAME, or set "
+                         "KERAS_BACKEND, before the script starts.")
     if FLAGS.quick:
         quick = {"steps": 2, "rounds": 1, "configs": ["base", "pcr", "mgr:inf", "mgr"],
                  "throughput": ["base"]}
@@ -465,8 +531,10 @@ def main(argv):
     md, results = run(f)
     print(md)
     if f["out"]:
-        kind = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
-        stem = os.path.join(f["out"], f"speed_{kind}_xla{'on' if f['jit_compile'] else 'off'}")
+        stem = os.path.join(f["out"], f"speed_{device_kind()}_xla"
+                                      f"{'on' if f['jit_compile'] else 'off'}")
+        if f["backend"] != "tensorflow":
+            stem += "_" + f["backend"]
         if f["networks"] != "small_cnn":
             stem += "_" + f["networks"]
         if FLAGS.quick:

@@ -8,6 +8,8 @@ import warnings
 import keras
 from keras import ops
 
+from keras_mgr import terms
+
 _CROSSENTROPY = ("sparse_categorical_crossentropy", "categorical_crossentropy")
 
 
@@ -224,17 +226,22 @@ _FINDER = ("meta_every", "meta_gradient", "finder_learning_rate", "finder_hidden
            "finder_conditional", "finder_max_shift", "meta_batch_size",
            "lookahead_training", "finite_difference_epsilon", "latent_space",
            "meta_microbatches", "meta_accumulation")
-_USED = {"base": (), "gda": _SYNTHETIC + _GDA, "metagda": _SYNTHETIC + _GDA + _FINDER,
-         "pcr": _SYNTHETIC + _PCR, "mgr": _SYNTHETIC + _PCR + _FINDER}
+
+
+def _used(mode):
+    """The options `mode` reads, from its row of the mode table."""
+    row = terms.mode(mode)
+    return ((_SYNTHETIC if row.synthetic else ()) + (_PCR if row.uses_pcr else ())
+            + (_GDA if row.uses_gda else ()) + (_FINDER if row.uses_finder else ()))
 
 
 def warn_unused(mode, given, defaults):
     """Warns, naming them, about options set away from their default that
     `mode` never reads (nothing is silently ignored)."""
-    if mode not in _USED:
+    if mode not in terms.MODE_TABLE:
         return []
     unused = [name for name in _SYNTHETIC + _PCR + _GDA + _FINDER
-              if name not in _USED[mode] and name in given
+              if name not in _used(mode) and name in given
               and not _same(given[name], defaults[name])]
     if unused:
         received = ", ".join(f"{n}={given[n]!r}" for n in unused)

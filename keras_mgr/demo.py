@@ -141,8 +141,9 @@ def results_table(results, num_test):
         if seeds > 1:
             line += (f"   mean {100 * np.mean(accuracies):.2f} ± "
                      f"{100 * np.std(accuracies, ddof=1):.2f}")
-            if mode != "base" and "base" in results:
-                diff = 100 * (np.array(accuracies) - np.array(results["base"]))
+            base = results.get("base")  # the reference row, when it ran
+            if base is not None and accuracies is not base:
+                diff = 100 * (np.array(accuracies) - np.array(base))
                 line += f"   vs base {np.mean(diff):+.2f} ± {np.std(diff, ddof=1):.2f}"
         lines.append(line)
     if seeds == 1:

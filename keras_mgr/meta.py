@@ -26,7 +26,7 @@ from keras import ops
 
 from keras_mgr import numerics, random
 from keras_mgr.backend import tf
-from keras_mgr.fused_batchnorm import unfused
+from keras_mgr.batchnorm.fused import unfused
 
 
 def lookahead(weights, gradients, learning_rate):
@@ -124,7 +124,7 @@ def random_direction(grads, seed_state):
 
 def second_order(theta_vars, extra_vars, phi_vars, real_loss, regularization, meta_loss,
                  optimizer, learning_rate):
-    """The exact meta-gradient, with nested tapes; the fused step's inner gradient.
+    """The exact meta-gradient, with nested tapes; its inner gradient, which the real update reuses.
 
     Args:
         theta_vars: classifier variables (backbone, head).
@@ -238,7 +238,7 @@ def finite_difference(theta_vars, extra_vars, phi_vars, train_loss, meta_loss, s
 class _substitute:
     """Within the block, reads of `variables` return `values` (SimSiam heads).
 
-    The inner gradient of the fused meta step must cover the SimSiam heads too
+    The inner gradient of the meta step (reused by the real update) must cover the SimSiam heads too
     (it is reused for the real update), so they are read as watched tensors.
     """
 

@@ -21,13 +21,11 @@ from keras_mgr import (
     terms,
 )
 from keras_mgr.batch_checks import BatchCheck, make_checked_test_function
+from keras_mgr.batchnorm.fused import fuse as fuse_batchnorm
 from keras_mgr.data_checks import evaluate_arguments, fit_arguments, predict_arguments
-from keras_mgr.finder import Finder
-from keras_mgr.fused_batchnorm import fuse as fuse_batchnorm
 from keras_mgr.meta_accumulation import MetaAccumulator
 from keras_mgr.objective import Objective
 from keras_mgr.out_of_memory import hint as out_of_memory_hint
-from keras_mgr.regularizer import MGRRegularizer
 from keras_mgr.synthesis import Synthesis, make_pool
 from keras_mgr.synthetic import SyntheticSampler
 from keras_mgr.utils import Untracked, dataset_fit_kwargs, full_precision
@@ -54,7 +52,7 @@ class MGRModel(saving.Checkpointing, keras.Model):
     metagda, or PCR of pcr / mgr, on `G(z, y_s)` or finder latents
     `G(F_phi(z), y_s)`). In metagda / mgr, every `meta_every` steps the finder
     also takes a step on the validation loss after a one-step lookahead
-    (`keras_mgr.meta`), fused with the real step. Synthetic forward passes
+    (`keras_mgr.meta`), in one step with the real update. Synthetic forward passes
     are stateless: BatchNorm moving statistics come from the real batch only.
     """
 
@@ -70,11 +68,11 @@ class MGRModel(saving.Checkpointing, keras.Model):
         super().__init__(**kwargs)
         checks.choice("mode", mode, MODES)
         self.meta_gradient = checks.choice("meta_gradient", meta_gradient, META_GRADIENTS)
-        term_class, self.uses_finder = terms.MODE_TABLE[mode]
+        term_class, self.uses_finder = terms.mode(mode)
         number = checks.number
         self.backbone, self.head = backbone, head
         self.fused_batchnorm = fused_batchnorm  # "auto" is saved as "auto"
-        if backend.is_tensorflow() if fused_batchnorm == "auto" else fused_batchnorm:
+        if terms.resolve_auto(mode, "fused_batchnorm", fused_batchnorm):
             fuse_batchnorm(backbone)  # a TensorFlow kernel: JAX warns, keeps Keras's pass
         self.checkpoint_generator = bool(checkpoint_generator)
         if self.checkpoint_generator:
@@ -102,12 +100,12 @@ class MGRModel(saving.Checkpointing, keras.Model):
         self.meta_accumulation = int(number("meta_accumulation", meta_accumulation, 1,
                                             integer=True))
         if self.uses_finder:  # a mode builds only the parts it uses
-            self.finder = finder or Finder(self.latent_dim, self.num_classes, name="finder")
+            self.finder = _required(finder, "finder", mode)
             if self.meta_accumulation > 1:
                 self.meta_accumulator = MetaAccumulator(
                     self.meta_accumulation, [v.shape for v in self.finder.trainable_variables],
                     name="meta_accumulator")
-        self.regularizer = regularizer or MGRRegularizer(name="regularizer", seed=seed)
+        self.regularizer = _required(regularizer, "regularizer", mode)
         backend.check_supported(self)
         if not self.regularizer.built:
             self.regularizer.build(backbone.output_shape)
@@ -205,7 +203,7 @@ class MGRModel(saving.Checkpointing, keras.Model):
         return self._step(args, meta_step=False)
 
     def meta_train_step(self, *args):
-        """A training step fused with the finder's meta update."""
+        """A training step together with the finder's meta update."""
         return self._step(args, meta_step=True)
 
     def _step(self, args, meta_step):
@@ -251,15 +249,15 @@ class MGRModel(saving.Checkpointing, keras.Model):
         return self._compile_loss(y, full_precision(logits), sample_weight)
 
     def make_train_function(self, force=False):
-        """Two compiled step functions, the fused meta step every `meta_every` steps
+        """Two compiled step functions, the meta step every `meta_every` steps
         (`schedule.alternate`); the host reads the batch and non-finite flags after each."""
         if self.train_function is not None and not force:
             return self.train_function
         self.nonfinite.assign(0)
-        plain, fused, first_step, wrap = backend.step_functions(self)
+        plain, meta, first_step, wrap = backend.step_functions(self)
         name = "synthetic" if self.term is None else self.term.name
         self.train_function = schedule.alternate(
-            plain, fused, self.meta_every if self.uses_finder else 1, self.steps_per_execution,
+            plain, meta, self.meta_every if self.uses_finder else 1, self.steps_per_execution,
             first_step, lambda step: self.batch_check.after_training(
                 step, self.steps_per_execution, [self.nonfinite]) or numerics.raise_if_nonfinite(
                 self.nonfinite, name, step, self.steps_per_execution), wrap)
@@ -282,3 +280,10 @@ class MGRModel(saving.Checkpointing, keras.Model):
 
     def predict(self, x, *args, **kwargs):
         return super().predict(predict_arguments(self, x), *args, **kwargs)
+
+
+def _required(part, name, mode):
+    if part is None:
+        raise ValueError(f"MGRModel in mode {mode!r} needs its {name}: build the model with "
+                         f"keras_mgr.wrap(), which makes one. Received: {name}=None")
+    return part

@@ -9,36 +9,15 @@ whatever k: an unrolled loop grew the traced graph, the tracing time and the
 process memory with k. With BatchNorm each slice's views use their own batch
 statistics, so k > 1 then differs from k = 1; without it the sum is the same.
 
-`"auto"` (mgr's default) takes 4 slices, or 2, when they hold at least
-`MIN_SLICE` synthetic samples each, else the whole batch (`resolve`).
+`"auto"` (mgr's default) takes 4 slices, or 2, when they hold at least 8
+synthetic samples each, else the whole batch (`terms.resolve_auto`).
 """
 
 from keras import ops
 
 from keras_mgr import meta, numerics
 from keras_mgr.backend import tf
-from keras_mgr.fused_batchnorm import unfused
-
-MIN_SLICE = 8
-
-
-def resolve(num_slices, batch_size):
-    """The number of slices k for a synthetic batch of `batch_size` (per replica).
-
-    `"auto"`: 4, else 2, where k divides the batch into slices of at least
-    `MIN_SLICE`; else 1. An integer is returned as it is (it must divide the
-    batch: checked where the batch is sliced).
-
-    Example:
-
-    >>> [resolve("auto", n) for n in (8, 12, 16, 24, 32, 64)]
-    [1, 1, 2, 2, 4, 4]
-    >>> resolve(8, 32)
-    8
-    """
-    if not (isinstance(num_slices, str) and num_slices == "auto"):
-        return int(num_slices)
-    return next((k for k in (4, 2) if batch_size % k == 0 and batch_size // k >= MIN_SLICE), 1)
+from keras_mgr.batchnorm.fused import unfused
 
 
 def second_order(theta_vars, extra_vars, phi_vars, real_loss, regularization, num_slices,

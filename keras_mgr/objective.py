@@ -38,7 +38,7 @@ class Objective:
         seed_state: the sampler's seed variable (random-drift directions).
         meta_microbatches: k > 1 runs the second-order pass over k slices of
             the synthetic batch, one at a time (`keras_mgr.microbatches`);
-            `"auto"` picks k from the synthetic batch (`microbatches.resolve`).
+            `"auto"` picks k from the synthetic batch (`terms.resolve_auto`).
     """
 
     def __init__(self, backbone, head, term_class, weight, synthesis, cross_entropy,
@@ -136,7 +136,8 @@ class Objective:
     def _second_order(self, theta_vars, state, phi_vars, x, y, draws, x_val, y_val,
                       val_weights, sample_weight=None):
         optimizer = self.optimizer()
-        k = microbatches.resolve(self.meta_microbatches, int(draws["labels"].shape[0]))
+        k = terms.resolve_auto(None, "meta_microbatches", self.meta_microbatches,
+                               int(draws["labels"].shape[0]))
         if not backend.is_tensorflow():
             regularization = self._microbatch_regularization(draws, k)
             return jax_step.second_order(

@@ -98,9 +98,9 @@ def options(given):
     `finder_max_shift` is resolved for the mode."""
     mode = checks.choice("mode", given["mode"], terms.MODES)
     number = checks.number
-    checked = {name: flag(name, given[name]) for name in FLAGS
-               if not (name == "fused_batchnorm" and given[name] == "auto")}
-    checked.setdefault("fused_batchnorm", "auto")
+    checked = {name: flag(name, terms.resolve_auto(mode, name, given[name])) for name in FLAGS}
+    # "auto" is passed on as "auto": a saved model resolves it where it is loaded.
+    checked["fused_batchnorm"] = given["fused_batchnorm"]
     checked["seed"] = seed(given["seed"])
     checked["num_classes"] = number("num_classes", given["num_classes"], 2, integer=True,
                                     allow_none=True)
@@ -125,10 +125,10 @@ def options(given):
         "synthetic_batch_size", given["synthetic_batch_size"], 1, integer=True, allow_none=True)
     pool = checked["synthetic_pool_size"] = number(
         "synthetic_pool_size", given["synthetic_pool_size"], integer=True)
-    if pool and mode not in ("gda", "pcr"):
+    if pool and not terms.mode(mode).pool:
         raise ValueError(
             "synthetic_pool_size needs a mode with synthetic images and no finder "
-            "(gda, pcr): the finder must generate inside the step. Received: "
+            f"({', '.join(terms.POOL_MODES)}): the finder must generate inside the step. Received: "
             f"mode={mode!r}, synthetic_pool_size={pool}")
     if given["batchnorm_momentum"] is not None:
         batchnorm.check_momentum(given["batchnorm_momentum"])
@@ -156,7 +156,7 @@ def memory(mode, image_shape, compute_bytes, finder_dim, num_classes, checked):
     pixels = math.prod(int(d) for d in image_shape)
     shape = tuple(int(d) for d in image_shape)
     asks = []  # (option, what it asks for, bytes, received)
-    if mode in ("metagda", "mgr"):
+    if terms.mode(mode).uses_finder:
         n = checked["meta_batch_size"]
         asks.append(("meta_batch_size", f"a validation buffer of {_count(n)} images of shape "
                      f"{shape}", n * (4 * pixels + 4), f"meta_batch_size={n}"))
@@ -168,8 +168,8 @@ def memory(mode, image_shape, compute_bytes, finder_dim, num_classes, checked):
                      f"a finder of {_count(weights)} weights", 4 * weights,
                      f"finder_hidden_dim={width}, finder_num_layers={layers}"))
     n = checked["synthetic_batch_size"]
-    if n and mode != "base":
-        views = 3 if mode in ("pcr", "mgr") else 1
+    if n and terms.mode(mode).synthetic:
+        views = 3 if terms.mode(mode).uses_pcr else 1
         asks.append(("synthetic_batch_size", f"{_count(n)} synthetic images of shape {shape}"
                      + (" and their two views" if views > 1 else ""),
                      n * views * pixels * compute_bytes, f"synthetic_batch_size={n}"))

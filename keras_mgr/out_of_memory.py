@@ -2,7 +2,7 @@
 
 import contextlib
 
-from keras_mgr import backend, microbatches
+from keras_mgr import backend, terms
 
 
 @contextlib.contextmanager
@@ -29,7 +29,8 @@ def message(model):
         return f"Out of memory in mode={model.mode!r}'s step: lower the batch_size."
     synthetic = model.synthetic_batch_size or model._fit_batch_size
     if model.uses_finder and model.meta_gradient != "finite_difference":  # random_drift too
-        k = microbatches.resolve(model.meta_microbatches, synthetic or 1)
+        k = terms.resolve_auto(None, "meta_microbatches", model.meta_microbatches,
+                               synthetic or 1)
         slices = ("wrap(meta_microbatches=4) runs it over 4 slices, one at a time (2.5-2.8x; "
                   "1.04-1.46x the step time)" if k == 1 else
                   "a larger meta_microbatches (a divisor of the synthetic batch) cuts it further")

@@ -3,7 +3,7 @@ writes, and `load_model` for checkpoints that left the generator out."""
 
 import keras
 
-from keras_mgr import parts
+from keras_mgr import wrap_checks
 from keras_mgr.atomic_files import AtomicSaving
 
 # Generators handed to `load_model`, innermost last (a stack: loads may nest).
@@ -127,7 +127,7 @@ def model_from_config(cls, config):
 def check_supplied_generator(generator, config):
     """Checks a generator given to `load_model` against the saved model's
     config (deserialized parts) as `wrap()` checks one against the backbone."""
-    latent_dim, classes, output_range = parts.generator_info(generator)
+    latent_dim, classes, output_range = wrap_checks.generator_info(generator)
     name = getattr(generator, "name", type(generator).__name__)
     if latent_dim != int(config["latent_dim"]):
         raise ValueError(
@@ -151,7 +151,7 @@ def check_supplied_generator(generator, config):
             "The generator must be frozen: MGR never trains it. Set `generator."
             "trainable = False` before load_model. Received: a generator with "
             f"{len(generator.trainable_weights)} trainable weights.")
-    parts.check_generator_output(generator, latent_dim, int(config["num_classes"]),
+    wrap_checks.check_generator_output(generator, latent_dim, int(config["num_classes"]),
                                  tuple(config["image_shape"]), resize=True,
                                  value_range=value_range, range_source="saved")
 

@@ -2,7 +2,7 @@
 
 A `tf.cond` holding the meta step inside one XLA-compiled function was
 measured ~90x slower on CPU than choosing between two compiled functions from
-Python (docs/keras_notes.md), so the host picks the fused meta step every
+Python (docs/keras_notes.md), so the host picks the meta step every
 `meta_every` steps.
 """
 
@@ -13,11 +13,11 @@ from keras_mgr import backend, numerics
 from keras_mgr.backend import tf
 
 
-def alternate(plain, fused, meta_every, steps_per_execution, first_step, after, wrap=None):
-    """A `train_function` running `fused` on steps `0, k, 2k, ...`, else `plain`.
+def alternate(plain, meta, meta_every, steps_per_execution, first_step, after, wrap=None):
+    """A `train_function` running `meta` on steps `0, k, 2k, ...`, else `plain`.
 
     Args:
-        plain, fused: compiled step functions (Keras's: `iterator -> logs`
+        plain, meta: compiled step functions (Keras's: `iterator -> logs`
             on TensorFlow, `(state, iterator) -> (logs, state)` on JAX).
         meta_every: k.
         steps_per_execution: steps per call (1 when `meta_every > 1`).
@@ -54,14 +54,14 @@ def alternate(plain, fused, meta_every, steps_per_execution, first_step, after, 
                 check()
                 return result
             return run
-    plain, fused = wrap(plain, check), wrap(fused, check)
+    plain, meta = wrap(plain, check), wrap(meta, check)
 
     def train_function(*arguments):
         if not done:
             done.append(int(first_step(*arguments)))
         step = done[0]
         done[0] += steps_per_execution
-        return (fused if step % meta_every == 0 else plain)(*arguments)
+        return (meta if step % meta_every == 0 else plain)(*arguments)
 
     return train_function
 

@@ -32,7 +32,7 @@ class Gradients(NamedTuple):
 
 
 def gradients(model, x, y, sample_weight, meta_step):
-    """The step's `Gradients`: the fused meta step's on `meta_step` (finder
+    """The step's `Gradients`: the meta step's on `meta_step` (finder
     modes), else the gradient of `CE + weight * R`."""
     theta_vars = model.classifier_variables
     state = [v.value for v in model.backbone.non_trainable_variables]

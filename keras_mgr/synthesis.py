@@ -9,7 +9,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_mgr import random
+from keras_mgr import random, terms
 from keras_mgr.synthetic import synthetic_dataset
 
 
@@ -118,10 +118,10 @@ class Synthesis:
 def make_pool(owner, generator, size, mode, seed, num_classes, latent_dim, image_shape):
     """Generates `size` class-balanced images once (gda, pcr); `(images,
     labels)` variables added to `owner` (so they are saved with it)."""
-    if mode not in ("gda", "pcr"):
+    if not terms.mode(mode).pool:
         raise ValueError(
             "synthetic_pool_size needs a mode with synthetic images and no finder "
-            "(gda, pcr): the finder must generate inside the step. Received: "
+            f"({', '.join(terms.POOL_MODES)}): the finder must generate inside the step. Received: "
             f"mode={mode!r}, synthetic_pool_size={size}")
     batches = list(synthetic_dataset(
         generator, min(size, 256), num_batches=-(-size // 256), seed=seed,

@@ -16,7 +16,9 @@ A term owns its logged name, its weight, its random draws and its replica
 scaling; it is a pure function of theta (and the images) otherwise.
 """
 
-from keras_mgr import numerics
+from typing import NamedTuple
+
+from keras_mgr import backend, numerics
 
 
 class SyntheticCE:
@@ -76,29 +78,99 @@ class PCR:
         return numerics.per_replica(loss), state
 
 
-# mode: (term class, meta-learned finder)
+class Mode(NamedTuple):
+    """One row of the mode table: every question about a mode is answered here.
+
+    Example:
+
+    >>> mode("mgr").uses_pcr, mode("mgr").uses_finder, mode("base").synthetic
+    (True, True, False)
+    """
+
+    term: type | None  # the synthetic term; None: no synthetic images
+    uses_finder: bool  # a meta-learned finder picks the latents
+
+    @property
+    def synthetic(self):
+        """Synthetic images are generated."""
+        return self.term is not None
+
+    @property
+    def uses_pcr(self):
+        """PCR's consistency between two views (and its SimSiam heads)."""
+        return self.term is PCR
+
+    @property
+    def uses_gda(self):
+        """Synthetic images in the cross-entropy, with their labels."""
+        return self.term is SyntheticCE
+
+    @property
+    def pool(self):
+        """A fixed pool of synthetic images can stand in for the generator:
+        synthetic images and no finder (which generates inside the step)."""
+        return self.synthetic and not self.uses_finder
+
+
 MODE_TABLE = {
-    "base": (None, False),
-    "gda": (SyntheticCE, False),
-    "metagda": (SyntheticCE, True),
-    "pcr": (PCR, False),
-    "mgr": (PCR, True),
+    "base": Mode(None, False),
+    "gda": Mode(SyntheticCE, False),
+    "metagda": Mode(SyntheticCE, True),
+    "pcr": Mode(PCR, False),
+    "mgr": Mode(PCR, True),
 }
 MODES = tuple(MODE_TABLE)
+FINDER_MODES = tuple(m for m in MODES if MODE_TABLE[m].uses_finder)
+POOL_MODES = tuple(m for m in MODES if MODE_TABLE[m].pool)
+
+
+def mode(name):
+    """The `Mode` row of mode `name` (checked by the caller)."""
+    return MODE_TABLE[name]
 
 # The "auto" finder settings, per finder mode: the best measured ones
 # (benchmarks/ablation.py and the metagda trust-region runs; docs/benchmarks.md).
 FINDER_DEFAULTS = {
     "mgr": {"meta_every": 5, "finder_learning_rate": 1e-2, "finder_max_shift": None,
-            "meta_microbatches": "auto"},  # per synthetic batch: microbatches.resolve
+            "meta_microbatches": "auto"},  # per synthetic batch: resolve_auto
     "metagda": {"meta_every": 1, "finder_learning_rate": 1e-3, "finder_max_shift": 0.5,
                 "meta_microbatches": 1},
 }
 
 
-def resolve_auto(mode, name, value):
-    """`value`, or the mode's measured default when it is `"auto"` (modes
-    without a finder take mgr's, which they never use)."""
-    if isinstance(value, str) and value == "auto":
-        return FINDER_DEFAULTS.get(mode, FINDER_DEFAULTS["mgr"])[name]
+# "auto" micro-batches hold at least this many synthetic images each.
+MIN_SLICE = 8
+
+
+def resolve_auto(mode, name, value, synthetic_batch_size=None):
+    """`value`, or what `"auto"` means for wrap() option `name`: the one
+    place every "auto" option is resolved.
+
+    - The finder settings: the mode's best measured value
+      (`FINDER_DEFAULTS`; modes without a finder take mgr's, which they never
+      use). `mode=None`: the mode's default was applied already.
+    - `meta_microbatches`, once the synthetic batch per replica is known: 4
+      slices, else 2, of at least `MIN_SLICE` images; else 1 (the whole batch).
+    - `fused_batchnorm`: True on TensorFlow, whose kernel it is.
+
+    Example:
+
+    >>> resolve_auto("mgr", "meta_every", "auto"), resolve_auto("mgr", "meta_every", 3)
+    (5, 3)
+    >>> [resolve_auto("mgr", "meta_microbatches", "auto", n) for n in (8, 16, 32, 64)]
+    [1, 2, 4, 4]
+    """
+    if not _is_auto(value):
+        return value
+    if name == "fused_batchnorm":
+        return backend.is_tensorflow()
+    if mode is not None:
+        value = FINDER_DEFAULTS.get(mode, FINDER_DEFAULTS["mgr"])[name]
+    if name == "meta_microbatches" and _is_auto(value) and synthetic_batch_size is not None:
+        n = int(synthetic_batch_size)
+        return next((k for k in (4, 2) if n % k == 0 and n // k >= MIN_SLICE), 1)
     return value
+
+
+def _is_auto(value):
+    return isinstance(value, str) and value == "auto"

@@ -4,7 +4,7 @@ import inspect
 
 import keras
 
-from keras_mgr import batchnorm, checks, option_checks, parts, terms
+from keras_mgr import batchnorm, checks, option_checks, terms, wrap_checks
 from keras_mgr.augment import check_differentiable
 from keras_mgr.finder import Finder
 from keras_mgr.mgr_model import MGRModel
@@ -130,7 +130,7 @@ def wrap(
             (0.999 in keras.applications) leaves the moving statistics
             unconverged, and `fit` warns when that is the case.
         fused_batchnorm: give the backbone's BatchNormalization layers
-            TensorFlow's fused training kernel (`keras_mgr.fused_batchnorm`:
+            TensorFlow's fused training kernel (`keras_mgr.batchnorm.fused`:
             the same function, a faster step, exact second derivatives).
             False keeps Keras's own pass. A TensorFlow kernel: `"auto"` is
             True on TensorFlow, False on JAX, where True warns and Keras's
@@ -166,8 +166,8 @@ def wrap(
     # fused pass): a failed wrap() leaves the user's model as it was.
     checked = option_checks.options(given)
     seed, finder_max_shift = checked["seed"], checked["finder_max_shift"]
-    parts.check_backbone(backbone)
-    latent_dim, generator_classes, output_range = parts.generator_info(generator)
+    wrap_checks.check_backbone(backbone)
+    latent_dim, generator_classes, output_range = wrap_checks.generator_info(generator)
     num_classes = checked["num_classes"] or generator_classes
     if num_classes is None:
         raise ValueError(
@@ -196,7 +196,7 @@ def wrap(
             f"generator.output_range={output_range}, input_range={tuple(declared)}"
         )
     value_range = output_range or input_range or (-1.0, 1.0)
-    parts.check_generator_output(
+    wrap_checks.check_generator_output(
         generator, latent_dim, num_classes, image_shape, checked["resize_synthetic"],
         value_range, "generator.output_range" if output_range else (
             "input_range" if input_range else None))
@@ -207,15 +207,15 @@ def wrap(
     full = "float32" if mixed else None
     if augmentation is not None:
         check_differentiable(augmentation, image_shape)
-    holdout = parts.holdout(meta_validation_data, mode, num_classes, image_shape, value_range)
+    holdout = wrap_checks.holdout(meta_validation_data, mode, num_classes, image_shape, value_range)
     finder_dim = None
-    if mode in ("metagda", "mgr"):
-        finder_dim = parts.finder_dim(generator, latent_dim, num_classes, latent_space)
+    if terms.mode(mode).uses_finder:
+        finder_dim = wrap_checks.finder_dim(generator, latent_dim, num_classes, latent_space)
     option_checks.memory(mode, image_shape, 2 if full else 4, finder_dim, num_classes, checked)
     head = keras.layers.Dense(num_classes, name="head", dtype=full)
     head.build(backbone.output_shape)
     regularizer = MGRRegularizer(  # SimSiam heads only where PCR runs
-        consistency if mode in ("pcr", "mgr") else "l2", augmentation=augmentation,
+        consistency if terms.mode(mode).uses_pcr else "l2", augmentation=augmentation,
         value_range=value_range,
         seed=seed, name="regularizer",
     )

@@ -35,7 +35,7 @@ def test_fused_batchnorm_is_tensorflows_kernel():
     warns and keeps Keras's pass; the saved option stays "auto"."""
     import warnings
 
-    from keras_mgr.fused_batchnorm import is_fused
+    from keras_mgr.batchnorm.fused import is_fused
 
     backbone = tiny.backbone(norm="keras")
     with warnings.catch_warnings():

@@ -305,6 +305,10 @@ def test_speed_parse_config():
     assert speed.parse_config("base") == ("base", 1, False, None)
     assert speed.parse_config("mgr:inf")[1] == 10**9
     assert speed.parse_config("mgr:5/fd") == ("mgr", 5, False, None)
+    assert speed.parse_config("mgr:auto/mbauto") == ("mgr", "auto", False, None)
+    assert speed.config_options("mgr:auto/mbauto")["meta_microbatches"] == "auto"
+    assert speed.config_options("mgr")["fused_batchnorm"] == "auto"
+    assert speed.config_options("mgr/kerasbn")["fused_batchnorm"] is False
 
 
 @pytest.mark.slow  # resnet18 in two modes; test_paper_backbones is the fast check
@@ -491,16 +495,27 @@ def test_gpu_check_relative_difference_and_report_by_hand():
     assert "| mgr | 3.00e-06 | 1.00e-02 | 1.50000 / 1.50000 |" in text
     assert "| mgr | 30.0 | 12.0 | 2.50x | 100.0 | 80.0 |" in text
     assert "| XLA speed-up | 2.00x | |" in text
+    # JAX without XLA has no compiled step, so no memory: "-", never 0.
+    results["backend"] = "jax"
+    results["cost"]["False"]["mgr"] = (0.030, None)
+    results["realistic"]["False"] = (0.2, None)
+    text = gpu_check.report(results)
+    assert "# GPU check on GPU:0, jax" in text
+    assert "| mgr | 30.0 | 12.0 | 2.50x | - | 80.0 |" in text and "| no XLA | 200.0 | - |" in text
 
 
 @pytest.mark.slow  # compiles every mode with XLA on CPU; the test above checks the tables
-def test_gpu_check_tiny_cli(tmp_path):
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_gpu_check_tiny_cli(tmp_path, backend):
+    """The GPU check runs on each backend; on JAX without TensorFlow's
+    allocator (the GPU machine has no TensorFlow)."""
     cmd = [sys.executable, os.path.join(BENCHMARKS, "gpu_check.py"), "--tiny",
-           f"--out={tmp_path}", "--check_modes=base,mgr"]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+           f"--out={tmp_path}", "--check_modes=base,mgr", f"--backend={backend}"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND=backend)
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
-    text = (tmp_path / "gpu_check_cpu_tiny.md").read_text()
+    suffix = "" if backend == "tensorflow" else "_jax"
+    text = (tmp_path / f"gpu_check_cpu{suffix}_tiny.md").read_text()
     assert "## Machine" in text and "- CPU: " in text
     rows = [line for line in text.splitlines() if line.startswith("| mgr |")]
     assert len(rows) == 2  # agreement and cost
@@ -587,7 +602,12 @@ def test_against_torch_reference_writes_into_the_results_folder(monkeypatch, tmp
     monkeypatch.setattr(against_torch, "_run",
                         lambda cmd, cwd=None, env=None: calls.append((cmd, cwd)))
     monkeypatch.chdir(tmp_path)
-    against_torch.measure("results/against_torch", "/elsewhere/torch_mgr_step.py", "py", 1)
+    import types
+
+    f = types.SimpleNamespace(torch_python="py", rounds=1, torch_args="", backend="tensorflow",
+                              batch_size=64, jit_compile=False, steps=10, speed_rounds=3,
+                              rss=True)
+    against_torch.measure("results/against_torch", "/elsewhere/torch_mgr_step.py", f)
     cmd, cwd = calls[0]
     # The reference runs from its own folder: a relative --json path would
     # land there (or fail, read-only), not in the results folder.
@@ -660,3 +680,48 @@ def test_machine_section_by_hand():
     assert found.onednn == bool(_pywrap_util_port.IsMklEnabled())
     assert found.cpu and 1 <= found.usable_cpus <= found.logical_cpus
     assert "keras" in found.versions
+
+
+def test_regimes_train_the_generator_on_the_pool_and_start_from_pretrained_weights(
+        tmp_path, monkeypatch):
+    """--gan_data=pool: one generator (seed 0) on the whole pool for every
+    seed; --backbone_init=simsiam_pool: train() gets the pretrained backbone;
+    each is part of the run key, so a regime never reuses another's rows."""
+    import pretrain
+
+    generators = []
+    monkeypatch.setattr(_common, "cached_generator", lambda data, dataset, ratio, seed, *a:
+                        generators.append((len(data.y_train), ratio, seed)) or (None, 0.0))
+    monkeypatch.setattr(pretrain, "pretrained_backbone",
+                        lambda *a, **k: ("pretrained-backbone", 0.0))
+    seen = []
+
+    def train(data, generator, mode, seed, *args, **kwargs):
+        seen.append((mode, seed, kwargs.get("backbone")))
+        return 0.5
+
+    s = _settings(tmp_path, seeds=["0", "1"], modes=["base"], generator_quality=False)
+    pool = dict(s, gan_data="pool")
+    rows = accuracy.run_grid(pool, train=train)
+    full = len(__import__("keras_mgr").datasets.load("digits", image_size=16).y_train)
+    assert generators == [(full, "pool", 0), (full, "pool", 0)]  # the pool, seed 0, per seed
+    assert all("gan_data=pool" in r["key"] for r in rows) and len(rows) == 2
+    assert seen == [("base", 0, None), ("base", 1, None)]
+    seen.clear()
+    rows = accuracy.run_grid(dict(s, backbone_init="simsiam_pool", pretrain_steps=7),
+                             train=train)
+    assert seen == [("base", 0, "pretrained-backbone"), ("base", 1, "pretrained-backbone")]
+    assert sum("backbone_init=simsiam_pool_7" in r["key"] for r in rows) == 2
+    assert len(rows) == 4  # the pool rows stay; none is reused
+    assert [g[1:] for g in generators[2:]] == [(0.1, 0), (0.1, 1)]  # the subset's, per seed
+
+
+def test_backends_report_pairs_each_round():
+    import backends
+
+    seconds = {"tensorflow": {"base": [1.0, 2.0, 3.0], "mgr": [4.0, 4.0, 4.0]},
+               "jax": {"base": [0.5, 4.0, 1.5], "mgr": [2.0, 6.0, 8.0]}}
+    table = backends.report(seconds, {"tensorflow": "CPU:0", "jax": "TFRT_CPU_0"}, 6, 32)
+    # base: ratios 0.5, 2.0, 0.5 -> median 0.50; mgr: 0.5, 1.5, 2.0 -> 1.50.
+    assert "| base | 2000.0 | 1500.0 | 0.50 |" in table
+    assert "| mgr | 4000.0 | 6000.0 | 1.50 |" in table

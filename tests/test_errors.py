@@ -338,7 +338,7 @@ def test_softmax_followed_only_by_layers_that_keep_probabilities_is_refused():
 def test_a_failed_wrap_leaves_the_backbone_unchanged(monkeypatch):
     from keras_mgr import mgr_model
     from keras_mgr.batchnorm import batchnorm_layers
-    from keras_mgr.fused_batchnorm import is_fused
+    from keras_mgr.batchnorm.fused import is_fused
 
     backbone = tiny.backbone(norm="keras", momentum=0.99)
     (layer,) = batchnorm_layers(backbone)

@@ -8,8 +8,6 @@ import pytest
 import tensorflow as tf
 import tiny
 
-from keras_mgr import microbatches
-
 K = (1, 2, 4)
 
 
@@ -88,9 +86,13 @@ def test_slices_must_divide_the_synthetic_batch():
 def test_auto_takes_slices_of_eight_or_more():
     """mgr's default: 4 slices, else 2, of at least 8 synthetic images; the
     whole batch below that. With BatchNorm the slicing shows in the numbers."""
-    assert doctest.testmod(microbatches).failed == 0
-    assert [microbatches.resolve("auto", n) for n in (1, 7, 8, 15, 16, 20, 24, 32, 48, 128)] == [
-        1, 1, 1, 1, 2, 2, 2, 4, 4, 4]
+    from keras_mgr import terms
+
+    assert doctest.testmod(terms).failed == 0
+    assert [terms.resolve_auto("mgr", "meta_microbatches", "auto", n)
+            for n in (1, 7, 8, 15, 16, 20, 24, 32, 48, 128)] == [1, 1, 1, 1, 2, 2, 2, 4, 4, 4]
+    assert terms.resolve_auto("metagda", "meta_microbatches", "auto", 32) == 1
+    assert terms.resolve_auto("mgr", "meta_microbatches", 2, 32) == 2
     meta = {k: _meta_step(k, "l2", norm="keras", synthetic=16)[0] for k in ("auto", 1, 2)}
     for a, b in zip(meta["auto"], meta[2]):
         np.testing.assert_array_equal(a, b)

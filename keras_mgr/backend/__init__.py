@@ -122,13 +122,13 @@ def check_supported(model):
 
 
 def step_functions(model):
-    """`(plain, fused, first_step, wrap)` for `schedule.alternate`: `model`'s
+    """`(plain, meta, first_step, wrap)` for `schedule.alternate`: `model`'s
     compiled training step without and with the meta update, how to read the
     optimizer's step count on the first call, and how the host check runs."""
     if is_tensorflow():
         plain = model._make_function(model.train_step)
-        fused = model._make_function(model.meta_train_step) if model.uses_finder else plain
-        return plain, fused, lambda *arguments: model.optimizer.iterations.numpy(), None
+        meta = model._make_function(model.meta_train_step) if model.uses_finder else plain
+        return plain, meta, lambda *arguments: model.optimizer.iterations.numpy(), None
     from keras_mgr.backend import jax_step
 
     return jax_step.step_functions(model)

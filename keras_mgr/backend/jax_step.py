@@ -189,8 +189,8 @@ def finite_difference(theta_vars, extra_vars, phi_vars, train_loss, meta_loss, s
 def step_functions(model):
     """`backend.step_functions` on JAX."""
     plain = make_step_function(model, model.train_step)
-    fused = make_step_function(model, model.meta_train_step) if model.uses_finder else plain
-    return (plain, fused, lambda state, iterator: first_step(model, state),
+    meta = make_step_function(model, model.meta_train_step) if model.uses_finder else plain
+    return (plain, meta, lambda state, iterator: first_step(model, state),
             flag_reader(model, [model.nonfinite, model.batch_check.state]))
 
 

@@ -4,7 +4,7 @@ each failing with a message quoting what was received."""
 import keras
 import numpy as np
 
-from keras_mgr import checks, option_checks
+from keras_mgr import checks, option_checks, terms
 
 
 def holdout(data, mode, num_classes, image_shape, value_range=None):
@@ -14,10 +14,10 @@ def holdout(data, mode, num_classes, image_shape, value_range=None):
     must: the lookahead scores the finder on them."""
     if data is None:
         return None
-    if mode not in ("metagda", "mgr"):
+    if not terms.mode(mode).uses_finder:
         raise ValueError(
             "meta_validation_data feeds the finder's meta step, which only modes "
-            f"'metagda' and 'mgr' have. Received: mode={mode!r}")
+            f"{' and '.join(map(repr, terms.FINDER_MODES))} have. Received: mode={mode!r}")
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise ValueError(
             "meta_validation_data must be a tuple (images, labels) of arrays. "

@@ -9,8 +9,8 @@ import tensorflow as tf
 import tiny
 from keras import layers
 
-from keras_mgr import fused_batchnorm
-from keras_mgr.fused_batchnorm import fuse, is_fused, unfused
+from keras_mgr.batchnorm import fused as fused_batchnorm
+from keras_mgr.batchnorm.fused import fuse, is_fused, unfused
 from keras_mgr.layers import ExactBatchNormalization
 
 

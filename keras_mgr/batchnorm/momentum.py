@@ -62,7 +62,7 @@ def check_momentum(momentum):
 def restored_on_error(model):
     """Undoes, if the block raises, what it changed on `model`'s
     BatchNormalization layers (momentum, the fused training pass of
-    `keras_mgr.fused_batchnorm`, an attribute of the layer instance): a
+    `keras_mgr.batchnorm.fused`, an attribute of the layer instance): a
     failed `wrap()` leaves the user's backbone as it was."""
     before = [(layer, layer.momentum, vars(layer).get("call"))
               for layer in batchnorm_layers(model)]

@@ -48,7 +48,7 @@ import keras
 from keras import ops
 
 from keras_mgr.backend import tf
-from keras_mgr.batchnorm import batchnorm_layers
+from keras_mgr.batchnorm.momentum import batchnorm_layers
 from keras_mgr.layers import ExactBatchNormalization
 
 # cuDNN's smallest epsilon (TensorFlow raises smaller ones to this, as Keras 2 did).

@@ -1,0 +1,118 @@
+"""The step on JAX against the step on TensorFlow: same networks, same batches, one machine.
+
+    python benchmarks/backends.py                  # about 15 minutes on 2 idle cores
+    python benchmarks/backends.py --rounds=1 --steps=2 --out=   # smoke run
+
+Alternates, `--rounds` times, one `speed.py` process per backend (a backend
+is chosen before Keras loads, so the two cannot share a process) over the
+same configurations, so that machine noise hits both alike. Each backend
+runs as `compile(jit_compile="auto")` does on a CPU: TensorFlow without XLA
+(Keras turns it off on CPU-only machines), JAX with it (`--xla_tensorflow`
+adds TensorFlow with XLA). Reported per configuration: each backend's median
+step time over rounds and the median over rounds of the paired ratio
+JAX / TensorFlow (below 1: JAX is faster).
+
+Writes `<out>/backends_<cpu|gpu>.{md,json}`.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from absl import app, flags
+from machine import describe
+from machine import markdown as machine_markdown
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def define_flags():  # at run time only: importing this module defines no flags
+    flags.DEFINE_list("configs", ["base", "gda", "metagda", "pcr", "mgr", "mgr:auto/mbauto"],
+                      "speed.py configurations.")
+    flags.DEFINE_integer("steps", 6, "Timed steps per configuration and round.")
+    flags.DEFINE_integer("rounds", 3, "Rounds; each runs every backend once.")
+    flags.DEFINE_integer("batch_size", 32, "Real (and synthetic) batch size.")
+    flags.DEFINE_bool("xla_tensorflow", False, "Also time TensorFlow with XLA.")
+    flags.DEFINE_string("out", "benchmarks/results", "Output folder ('' to print only).")
+
+
+RUNS = {"tensorflow": ["--backend=tensorflow", "--nojit_compile"],
+        "tensorflow+XLA": ["--backend=tensorflow", "--jit_compile"],
+        "jax": ["--backend=jax", "--jit_compile"]}
+
+
+def one_run(run, configs, steps, batch_size):
+    """Seconds per step of each config from one `speed.py` process."""
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, os.path.join(HERE, "speed.py"), *RUNS[run],
+                   f"--configs={','.join(configs)}", f"--steps={steps}", "--rounds=1",
+                   f"--batch_size={batch_size}", "--throughput=", "--nobreakdown",
+                   f"--out={out}"]
+        env = dict(os.environ, KERAS_BACKEND=RUNS[run][0].split("=")[1])
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+        (name,) = [n for n in os.listdir(out) if n.endswith(".json")]
+        with open(os.path.join(out, name)) as fh:
+            result = json.load(fh)
+    return result["seconds_per_step"], result["device"]
+
+
+def measure(runs, configs, steps, rounds, batch_size):
+    """`{run: {config: [seconds per round]}}` and the device names."""
+    seconds = {r: {c: [] for c in configs} for r in runs}
+    devices = {}
+    for i in range(rounds):
+        for run in runs:
+            result, devices[run] = one_run(run, configs, steps, batch_size)
+            for c in configs:
+                seconds[run][c].append(result[c])
+            print(f"round {i + 1}/{rounds} {run}: "
+                  + ", ".join(f"{c} {1e3 * result[c]:.0f} ms" for c in configs), flush=True)
+    return seconds, devices
+
+
+def report(seconds, devices, steps, batch_size):
+    runs = list(seconds)
+    configs = list(seconds[runs[0]])
+    lines = [f"# The step on JAX and on TensorFlow ({', '.join(sorted(set(devices.values())))})",
+             "", f"small_cnn, images 32x32x1, batch {batch_size} real + {batch_size} "
+             f"synthetic; {steps} steps per config and round, "
+             f"{len(seconds[runs[0]][configs[0]])} rounds alternating the backends, one "
+             "process each; median over rounds. Ratio: median over rounds of the paired "
+             "JAX / TensorFlow step time (below 1: JAX is faster).", "",
+             "| config | " + " | ".join(f"{r} ms / step" for r in runs)
+             + " | JAX / TensorFlow |", "|---" * (len(runs) + 2) + "|"]
+    for c in configs:
+        cells = [f"{1e3 * np.median(seconds[r][c]):.1f}" for r in runs]
+        ratio = np.median(np.array(seconds["jax"][c]) / np.array(seconds["tensorflow"][c]))
+        lines.append(f"| {c} | " + " | ".join(cells) + f" | {ratio:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    del argv
+    f = flags.FLAGS
+    runs = ["tensorflow"] + (["tensorflow+XLA"] if f.xla_tensorflow else []) + ["jax"]
+    seconds, devices = measure(runs, f.configs, f.steps, f.rounds, f.batch_size)
+    here = describe()
+    text = (report(seconds, devices, f.steps, f.batch_size) + "\n"
+            + "\n".join(machine_markdown(here)) + "\n")
+    print(text)
+    if f.out:
+        kind = "gpu" if any("gpu" in d.lower() or "cuda" in d.lower()
+                            for d in devices.values()) else "cpu"
+        stem = os.path.join(f.out, f"backends_{kind}")
+        with open(stem + ".md", "w") as fh:
+            fh.write(text)
+        with open(stem + ".json", "w") as fh:
+            json.dump({"seconds_per_step": seconds, "devices": devices, "steps": f.steps,
+                       "batch_size": f.batch_size, "machine": here._asdict()}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
