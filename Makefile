@@ -19,7 +19,7 @@ JAX_ALL := $(JAX_TESTS) tests/test_model.py tests/test_errors.py tests/test_savi
 	tests/test_microbatches.py tests/test_finder_options.py tests/test_callbacks.py \
 	tests/test_data_checks.py tests/test_option_checks.py tests/test_saved_options.py \
 	tests/test_failed_writes.py tests/test_regularizer.py tests/test_augment.py \
-	tests/test_generators.py
+	tests/test_generators.py tests/test_layer_contract.py
 
 .PHONY: setup demo test test-jax test-slow test-latest constraints lint format clean
 

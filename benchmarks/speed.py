@@ -263,7 +263,7 @@ def measure(configs, image_shape, steps, rounds, batch_size, synthetic_batch_siz
     rng = np.random.default_rng(0)
     n = batch_size * steps
     x = rng.uniform(-1, 1, (n,) + image_shape).astype("float32")
-    y = rng.integers(0, NUM_CLASSES, n)
+    y = rng.integers(0, NUM_CLASSES, n).astype("int32")
     models = {c: build(c, image_shape, generator, batch_size, synthetic_batch_size,
                        jit_compile, networks) for c in configs}
     times = {c: [] for c in configs}

@@ -31,14 +31,14 @@ def message(model):
     if model.uses_finder and model.meta_gradient != "finite_difference":  # random_drift too
         k = terms.resolve_auto(None, "meta_microbatches", model.meta_microbatches,
                                synthetic or 1)
-        slices = ("wrap(meta_microbatches=4) runs it over 4 slices, one at a time (2.5-2.8x; "
-                  "1.04-1.46x the step time)" if k == 1 else
+        slices = ("wrap(meta_microbatches=4) runs it over 4 slices, one at a time (less "
+                  "memory, a little more time: docs/benchmarks.md)" if k == 1 else
                   "a larger meta_microbatches (a divisor of the synthetic batch) cuts it further")
         return (
             f"Out of memory in mode={model.mode!r}'s step. Its exact meta step "
-            "differentiates the regularizer twice over the synthetic batch, measured at "
-            f"about 7x a base step's peak memory over the whole batch; {slices}. Also "
-            "lower: meta_gradient='finite_difference' (about 2.7x), a smaller "
+            "differentiates the regularizer twice over the synthetic batch, several times "
+            f"a base step's peak memory over the whole batch; {slices}. Also "
+            "lower: meta_gradient='finite_difference', a smaller "
             f"synthetic_batch_size. Received: meta_gradient={model.meta_gradient!r}, "
             f"meta_microbatches={model.meta_microbatches!r} ({k} slice(s)), "
             f"synthetic batch {synthetic} per replica")

@@ -1,9 +1,8 @@
 """Host-side scheduling of `fit`: which compiled step runs, and batch sizes.
 
-A `tf.cond` holding the meta step inside one XLA-compiled function was
-measured ~90x slower on CPU than choosing between two compiled functions from
-Python (docs/keras_notes.md), so the host picks the meta step every
-`meta_every` steps.
+The host picks the meta step every `meta_every` steps, choosing between two
+compiled functions: a `tf.cond` holding the meta step inside one
+XLA-compiled function is far slower on CPU (docs/keras_notes.md).
 """
 
 import keras

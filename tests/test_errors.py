@@ -277,8 +277,20 @@ def test_unserializable_model_with_keras_checkpoint_fails_before_training(tmp_pa
 
 
 def test_out_of_memory_names_what_lowers_the_peak(monkeypatch):
+    """TensorFlow's ResourceExhaustedError, or XLA's RESOURCE_EXHAUSTED error
+    on JAX, re-raised as the same type with what lowers the peak."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        error_type = jax.errors.JaxRuntimeError
+        original = "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1.00GiB"
+        error = error_type(original)
+    else:
+        error_type, original = tf.errors.ResourceExhaustedError, "OOM when allocating tensor"
+        error = error_type(None, None, original)
+
     def out_of_memory(*args, **kwargs):
-        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+        raise error
 
     monkeypatch.setattr(keras.Model, "fit", out_of_memory)  # what MGRModel.fit calls
     x, y = tiny.data(8)
@@ -300,9 +312,14 @@ def test_out_of_memory_names_what_lowers_the_peak(monkeypatch):
             options.setdefault("synthetic_batch_size", 4)
         model = wrap(**options)
         model.compile()
-        with pytest.raises(tf.errors.ResourceExhaustedError, match=message) as info:
+        with pytest.raises(error_type, match=message) as info:
             model.fit(x, y, batch_size=4, verbose=0)
-        assert "OOM when allocating tensor" in str(info.value)  # the original message kept
+        assert original in str(info.value)  # the original message kept
+    # Any other error passes through untouched.
+    monkeypatch.setattr(keras.Model, "fit", lambda *a, **k: (_ for _ in ()).throw(
+        RuntimeError("RESOURCE_ELSEWHERE")))
+    with pytest.raises(RuntimeError, match="^RESOURCE_ELSEWHERE$"):
+        model.fit(x, y, batch_size=4, verbose=0)
 
 
 # Issue 24: traps that trained silently wrong, and cryptic errors made clear ---

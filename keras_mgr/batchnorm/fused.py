@@ -27,10 +27,10 @@ TensorFlow backend); anything else runs the layer's own `call`.
 
 Where a pass is differentiated twice (the meta step's taped regularizer),
 `keras_mgr.meta` runs it `unfused()`: TensorFlow differentiates the fused
-gradient by recomputing it from separate ops, which measured slower and
-larger than Keras's pass (mgr at meta_every 1: 1.33 s and 954 MiB against
-1.23 s and 699 MiB), so the second-order pass keeps the layer's own `call`
-(and its derivatives, exact with `ExactBatchNormalization`).
+gradient by recomputing it from separate ops, slower and larger than
+Keras's pass (docs/benchmarks.md, "Cost"), so the second-order pass keeps
+the layer's own `call` (and its derivatives, exact with
+`ExactBatchNormalization`).
 
 Example:
 

@@ -10,7 +10,7 @@ class ExactBatchNormalization(keras.layers.BatchNormalization):
 
     Keras computes the batch variance around `stop_gradient(mean)`; first
     derivatives are unaffected, but the second derivatives that MGR's meta step
-    takes miss a term (a measured 0.7% meta-gradient error). This layer computes
+    takes miss a term (docs/guide.md, "Backends"). This layer computes
     `variance = mean((x - mean)^2)` with the mean left differentiable. Use it in
     backbones where the meta-gradient should be exact; it is otherwise identical
     (same arguments, same moving statistics).
