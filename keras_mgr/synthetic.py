@@ -29,8 +29,9 @@ class SyntheticSampler(keras.layers.Layer):
     needs gradients through `G(F_phi(z), y)`, so the images must be generated
     inside the step anyway; the seed state is a variable, so it is checkpointed
     (an interrupted run resumes the same draws) and one `seed` fixes every draw;
-    and a generator inside `tf.data.map` is slower (docs/keras_notes.md). Under `tf.distribute` the replica id is folded into the
-    seed so that each replica draws different latents.
+    and a generator inside `tf.data.map` is slower (docs/keras_notes.md). Under
+    `tf.distribute` the replica id is folded into the seed so that each replica
+    draws different latents.
 
     Labels are class-balanced (`balanced_draw`).
 
