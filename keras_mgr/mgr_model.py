@@ -1,6 +1,6 @@
 """`MGRModel`: the variables and the Keras plumbing of an MGR classifier.
 
-The method's parts live in `terms` (the modes), `synthesis` (images),
+The method's parts live in `terms` (the modes), `synthetic` (images),
 `objective` (losses as pure functions), `step` (one training step), `meta`
 (meta-gradients), `validation_buffer`, `numerics`, `schedule` (host side),
 `saving`, and `backend` (what differs between TensorFlow and JAX).
@@ -26,8 +26,7 @@ from keras_mgr.data_checks import evaluate_arguments, fit_arguments, predict_arg
 from keras_mgr.meta_accumulation import MetaAccumulator
 from keras_mgr.objective import Objective
 from keras_mgr.out_of_memory import hint as out_of_memory_hint
-from keras_mgr.synthesis import Synthesis, make_pool
-from keras_mgr.synthetic import SyntheticSampler
+from keras_mgr.synthetic import Synthesis, SyntheticSampler, make_pool
 from keras_mgr.utils import Untracked, dataset_fit_kwargs, full_precision
 from keras_mgr.validation_buffer import ValidationBuffer
 

@@ -28,7 +28,7 @@ class Objective:
         term_class: the mode's term (`keras_mgr.terms`; None in mode base),
             built here on this objective's forward passes.
         weight: the term's weight.
-        synthesis: a `keras_mgr.synthesis.Synthesis` (None in mode base).
+        synthesis: a `keras_mgr.synthetic.Synthesis` (None in mode base).
         cross_entropy: `fn(labels, logits, sample_weight=None)`, the compiled loss.
         regularizer: the `MGRRegularizer` (its SimSiam heads train with theta).
         optimizer: `fn() -> optimizer`, the classifier's (loss scaling, eta).

@@ -5,13 +5,13 @@ import zlib
 
 import numpy as np
 
-from keras_mgr import synthesis
+from keras_mgr import synthetic
 
 
 def generate(model, z, labels, use_finder):
     """Images `G(z, y)`, or `G(F(z, y), y)` with `use_finder`, as NumPy.
 
-    `keras_mgr.synthesis.generate` (as the training step, `latent_space="w"`
+    `keras_mgr.synthetic.generate` (as the training step, `latent_space="w"`
     included) with the current finder weights, outside any training step.
 
     Args:
@@ -28,10 +28,10 @@ def generate(model, z, labels, use_finder):
     if use_finder:
         def finder(latents, labels):
             return model.finder([latents, labels], training=False)
-    images, found, start = synthesis.generate(model.generator, z, labels, finder,
+    images, found, start = synthetic.generate(model.generator, z, labels, finder,
                                               model.latent_space)
     return (np.asarray(images, "float32"),
-            np.asarray(synthesis.latent_shift(found, start), "float32"))
+            np.asarray(synthetic.latent_shift(found, start), "float32"))
 
 
 def to_unit_range(images, value_range):

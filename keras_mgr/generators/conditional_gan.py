@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_mgr import atomic_files, backend, data_checks, numerics, synthesis
+from keras_mgr import atomic_files, backend, data_checks, numerics, synthetic
 from keras_mgr.generators.conditional_generator import ConditionalGenerator
 from keras_mgr.generators.diff_augment import DiffAugment
 from keras_mgr.generators.projection_discriminator import ProjectionDiscriminator
@@ -252,7 +252,7 @@ class ConditionalGAN(atomic_files.AtomicSaving, keras.Model):
             NumPy float32 array `(len(labels), *image_shape)`.
         """
         labels = np.asarray(labels, "int32").reshape(-1)
-        return synthesis.sample(self.ema_generator, labels,
+        return synthetic.sample(self.ema_generator, labels,
                                 self.seed_generator if seed is None else seed,
                                 batch_size=max(1, len(labels)), latent_dim=self.latent_dim)
 

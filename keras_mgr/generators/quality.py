@@ -17,7 +17,7 @@ import math
 import keras
 import numpy as np
 
-from keras_mgr.synthesis import sample
+from keras_mgr.synthetic import sample
 
 FEATURE_LAYER = "features"
 
