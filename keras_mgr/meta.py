@@ -42,10 +42,7 @@ def lookahead(weights, gradients, learning_rate):
     >>> [float(x) for x in lookahead(w, g, 0.5)]
     [0.75, 2.5]
     """
-    return [
-        w if g is None else w - ops.cast(learning_rate, g.dtype) * g
-        for w, g in zip(weights, gradients)
-    ]
+    return perturb(weights, gradients, -ops.convert_to_tensor(learning_rate))
 
 
 def global_norm(tensors):
