@@ -120,7 +120,7 @@ class Probe:
 
         m = self.model
         state = [v.value for v in m.backbone.non_trainable_variables]
-        grads, *_ = m.objective.meta_gradient(
+        grads, *_ = m.objective.meta_step_gradients(
             m.classifier_variables, state, m.finder.trainable_variables, real[0], real[1],
             draws, val[0], val[1], np.ones(len(val[1]), "float32"))
         return grads

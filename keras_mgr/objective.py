@@ -53,9 +53,10 @@ class Objective:
             self.term = term_class(weight, self.logits, cross_entropy)
         self.synthesis, self.cross_entropy = synthesis, cross_entropy
         self.regularizer, self.optimizer = regularizer, optimizer
-        self.meta_gradient = {"second_order": self._second_order,
-                              "finite_difference": self._finite_difference,
-                              "random_drift": self._random_drift}[meta_gradient]
+        # The meta step's gradients, computed as `meta_gradient` (the option) says.
+        self.meta_step_gradients = {"second_order": self._second_order,
+                                    "finite_difference": self._finite_difference,
+                                    "random_drift": self._random_drift}[meta_gradient]
         self.lookahead_training = lookahead_training
         self.finite_difference_epsilon = finite_difference_epsilon
         self.seed_state = seed_state
@@ -128,7 +129,7 @@ class Objective:
         return numerics.per_replica(loss)
 
     # The meta step ---------------------------------------------------------
-    # meta_gradient(theta_vars, state, phi_vars, x, y, draws, x_val, y_val,
+    # meta_step_gradients(theta_vars, state, phi_vars, x, y, draws, x_val, y_val,
     # val_weights, sample_weight=None) -> (meta_grads, inner_grads, meta_loss,
     # total, aux): the finder's meta-gradient and the inner gradient over theta
     # then the regularizer, reused for the real update (loss-scaled under mixed

@@ -3,7 +3,7 @@
 
 The same code runs on every backend: gradients come from
 `keras_mgr.backend.value_and_grad` and the meta step from
-`Objective.meta_gradient`; on JAX the step runs inside a stateless scope
+`Objective.meta_step_gradients`; on JAX the step runs inside a stateless scope
 (`keras_mgr.backend.jax_step`), so its `assign`s become the new state.
 """
 
@@ -41,7 +41,7 @@ def gradients(model, x, y, sample_weight, meta_step):
         model.synthetic_batch_size or model._fit_batch_size or ops.shape(x)[0])
     if meta_step and model.uses_finder:
         x_val, y_val, val_weights = model.validation.batch()
-        return Gradients(*model.objective.meta_gradient(
+        return Gradients(*model.objective.meta_step_gradients(
             theta_vars, state, phi_vars, x, y, draws, ops.cast(x_val, x.dtype), y_val,
             val_weights, sample_weight))
 

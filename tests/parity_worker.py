@@ -86,7 +86,7 @@ def meta_gradients(init=None):
         for i, w in enumerate(model.get_weights()):
             initial[f"{case}/{i}"] = w
         state = [v.value for v in model.backbone.non_trainable_variables]
-        meta_grads, inner, *_ = model.objective.meta_gradient(
+        meta_grads, inner, *_ = model.objective.meta_step_gradients(
             model.classifier_variables, state, model.finder.trainable_variables,
             ops.convert_to_tensor(x[:8].astype(dtype)), ops.convert_to_tensor(y[:8]),
             model.objective.draw(8), ops.convert_to_tensor(x[8:16].astype(dtype)),

@@ -196,7 +196,7 @@ def test_meta_gradient_is_keras_batchnorms(microbatches):
         for v in model.finder.trainable_variables:
             v.assign(v.numpy() + 0.3 * rng.standard_normal(v.shape))
         state = [v.value for v in model.backbone.non_trainable_variables]
-        g, *_ = model.objective.meta_gradient(
+        g, *_ = model.objective.meta_step_gradients(
             model.classifier_variables, state, model.finder.trainable_variables, x, y,
             model.objective.draw(6), x_val, y_val, np.ones(9, "float32"))
         grads.append(np.concatenate([t.numpy().ravel() for t in g]))

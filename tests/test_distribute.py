@@ -133,8 +133,8 @@ def test_meta_gradient_is_the_mean_of_per_replica_lookaheads(meta_gradient, micr
         v.assign(v.numpy() + 0.3 * rng.standard_normal(v.shape).astype("float32"))
 
     def meta_grads(x, y, draws, x_val, y_val):
-        grads, *_ = model.objective.meta_gradient(model.classifier_variables, [], phi, x, y, draws,
-                                           x_val, y_val, w)
+        grads, *_ = model.objective.meta_step_gradients(
+            model.classifier_variables, [], phi, x, y, draws, x_val, y_val, w)
         return grads
 
     halves = [split(t) for t in (x, y, draws, x_val, y_val)]

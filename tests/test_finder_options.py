@@ -93,7 +93,7 @@ def test_holdout_feeds_the_meta_step_from_the_first_step():
     # Its step is the one the meta-gradient on the held-out batch gives.
     state = [v.value for v in reference.backbone.non_trainable_variables]
     phi = reference.finder.trainable_variables
-    grads, *_ = reference.objective.meta_gradient(
+    grads, *_ = reference.objective.meta_step_gradients(
         reference.classifier_variables, state, phi, x, y, reference.objective.draw(8), x_val, y_val,
         np.ones(6))
     assert np.sqrt(sum(np.sum(np.array(g) ** 2) for g in grads)) > 0

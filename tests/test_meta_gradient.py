@@ -71,7 +71,7 @@ def check_against_finite_differences(model, tolerance, objective=lookahead_objec
     draws = model.objective.draw(6)
     state = [v.value for v in model.backbone.non_trainable_variables]
     phi_vars = model.finder.trainable_variables
-    grads, *_ = model.objective.meta_gradient(
+    grads, *_ = model.objective.meta_step_gradients(
         model.classifier_variables, state, phi_vars, x, y, draws, x_val, y_val,
         np.ones(9),
     )
@@ -214,7 +214,7 @@ def test_linear_case_by_hand(float64):
     ])
 
     state = []
-    meta_grads, inner, *_ = model.objective.meta_gradient(
+    meta_grads, inner, *_ = model.objective.meta_step_gradients(
         model.classifier_variables, state, model.finder.trainable_variables, x, y, draws,
         x_val, y_val, np.ones(4))
     np.testing.assert_allclose(inner[0].numpy(), gW, rtol=1e-10)

@@ -21,7 +21,7 @@ def _model(k, consistency="l2", norm=None, synthetic=8):
     x, y = tiny.data(12, seed=3)
     state = [v.value for v in model.backbone.non_trainable_variables]
     draws = model.objective.draw(synthetic)
-    return lambda: model.objective.meta_gradient(
+    return lambda: model.objective.meta_step_gradients(
         model.classifier_variables, state, model.finder.trainable_variables, x[:6], y[:6],
         draws, x[6:], y[6:], np.ones(6, "float32"))
 

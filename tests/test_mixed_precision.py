@@ -52,7 +52,7 @@ def test_every_mode_trains(policy, mode):
 
 def meta_gradients(model, x, y, x_val, y_val):
     draws = model.objective.draw(8)
-    grads, *_ = model.objective.meta_gradient(
+    grads, *_ = model.objective.meta_step_gradients(
         model.classifier_variables, [v.value for v in model.backbone.non_trainable_variables],
         model.finder.trainable_variables, x, y, draws, x_val, y_val, np.ones(8, "float32"))
     return np.concatenate([np.ravel(g.numpy()) for g in grads])
