@@ -247,7 +247,7 @@ def holdout_split(data, seed, epochs, steps, s, opts):
 
 
 def write_report(rows, out, name, title="Test accuracy", reference=None, also=None,
-                 quality_rows=None):
+                 quality_rows=None, gan_data="subset"):
     """Markdown tables and a PNG plot of a grid's rows.
 
     Tables: mean ± sample std per mode and size; paired per-seed differences
@@ -280,7 +280,7 @@ def write_report(rows, out, name, title="Test accuracy", reference=None, also=No
     for ref in [reference] + list(also or []):
         table += _paired_differences(rows, sizes, lines_, len(configs), ref)
     if quality_rows:
-        table += _quality_table(quality_rows, sizes)
+        table += _quality_table(quality_rows, sizes, gan_data)
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, name + ".md"), "w") as fh:
         fh.write("\n".join(table) + "\n")
@@ -334,9 +334,11 @@ def _paired_differences(rows, sizes, lines_, n_configs, reference):
     return out
 
 
-def _quality_table(quality_rows, sizes):
+def _quality_table(quality_rows, sizes, gan_data="subset"):
     """Generated-sample accuracy and FID per size, mean ± std over seeds."""
-    out = ["", "Generators (one per size and seed, trained on that subset only), scored by "
+    which = ("one per size and seed, trained on that subset only" if gan_data == "subset"
+             else "one, trained on the whole training pool, scored once per size and seed")
+    out = ["", f"Generators ({which}), scored by "
            "a fixed judge CNN trained on the whole training pool: accuracy of the judge on "
            "generated images against the requested class (%), and FID in the judge's "
            "features against the real test split (lower is better):", "",
@@ -395,7 +397,7 @@ def main(argv):
         f"{s['gan_steps']} GAN steps)",
         also=[(config, m) for m in FLAGS.compare_to],
         quality_rows=_common.read_rows(os.path.join(s["out"], s["name"] + "_generators.csv"),
-                                       key=None)))
+                                       key=None), gan_data=s["gan_data"]))
 
 
 if __name__ == "__main__":
