@@ -162,14 +162,7 @@ class BatchCheck:
             self.raise_if_bad(f"{self.what} stopped: its metrics would be meaningless",
                               f"{self.what} batch {_steps(self.batches, steps_per_execution())}")
 
-        if wrap is None:
-            def wrap(function, check):
-                def checked(*arguments):
-                    logs = function(*arguments)
-                    check()
-                    return logs
-                return checked
-        return wrap(function, check)
+        return (wrap or backend.call_then_check)(function, check)
 
     def after_training(self, step, steps_per_execution, flags=()):
         """On the host after training `step` (1-based, the last one run);

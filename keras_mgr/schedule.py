@@ -46,13 +46,7 @@ def alternate(plain, meta, meta_every, steps_per_execution, first_step, after, w
     def check():
         after(done[0])
 
-    if wrap is None:
-        def wrap(function, check):
-            def run(*arguments):
-                result = function(*arguments)
-                check()
-                return result
-            return run
+    wrap = wrap or backend.call_then_check
     plain, meta = wrap(plain, check), wrap(meta, check)
 
     def train_function(*arguments):

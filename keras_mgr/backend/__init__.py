@@ -87,6 +87,17 @@ def ordered_after(first, tensors):
         return [tf.identity(t) for t in tensors]
 
 
+def call_then_check(function, check):
+    """`function`, then `check()` on the host after each call: how a step's
+    host-read flags are checked where the variables already hold the step's
+    results (TensorFlow; JAX's `jax_step.flag_reader` reads them from the state)."""
+    def run(*arguments):
+        result = function(*arguments)
+        check()
+        return result
+    return run
+
+
 def run_step(model, arguments, step):
     """`step(data)`, a step written with variables, as this backend's trainer
     calls it: `(data)` on TensorFlow; `(state, data)` on JAX, run statelessly
