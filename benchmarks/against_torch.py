@@ -147,10 +147,14 @@ def report(folder, rounds):
               "configs without `/mb4` run the whole-batch second-order pass "
               "(`meta_microbatches=1`); `mgr:auto/mbauto` is wrap()'s default for mgr "
               "(meta_every 5, `meta_microbatches=\"auto\"`: `/mb4` at 64 synthetic images).",
-              "", "Peak RSS over the steps: each framework frees what it can (garbage "
-              "collection, `malloc_trim`) and resets the kernel's peak mark after its "
-              "warm-up; keras_mgr runs each configuration in a process of its own, "
-              "PyTorch all modes in one. The whole-process peak adds TensorFlow's tracing."]
+              ""]
+    if rss:
+        lines.append("Peak RSS over the steps: each framework frees what it can (garbage "
+                     "collection, `malloc_trim`) and resets the kernel's peak mark after its "
+                     "warm-up; keras_mgr runs each configuration in a process of its own, "
+                     "PyTorch all modes in one. The whole-process peak adds the tracing.")
+    else:
+        lines.append("keras_mgr's peak RSS was not measured in this run (`--norss`).")
     return "\n".join(lines) + "\n"
 
 

@@ -593,6 +593,12 @@ def test_against_torch_report_pairs_each_mode_with_the_reference(tmp_path):
     assert "| mgr (mgr k=1) | 0.500 / 0.500 | 0.250 / 0.500 | 0.50 / 1.00 | 500 / 550 (600) |" in md
     # meta_microbatches=4 is timed against the same reference mode.
     assert "| mgr/mb4 (mgr k=1) | 0.500 / 0.500 | 0.350 / 0.700 | 0.70 / 1.40 | 500 / - |" in md
+    assert "Peak RSS over the steps" in md
+    import shutil
+
+    shutil.rmtree(folder / "keras_rss_mgr")  # a --norss run says so
+    md = against_torch.report(str(folder), rounds=2)
+    assert "peak RSS was not measured" in md and "Peak RSS over the steps" not in md
 
 
 def test_against_torch_reference_writes_into_the_results_folder(monkeypatch, tmp_path):
