@@ -25,6 +25,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+import keras_mgr  # noqa: E402, F401  (before TensorFlow loads: keras_mgr.onednn)
+
 FIELDS = [
     "key", "dataset", "ratio", "per_class", "seed", "mode", "config", "options", "num_train",
     "epochs", "steps", "gan_steps", "backbone", "image_size", "batch_size",

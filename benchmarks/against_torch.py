@@ -20,15 +20,19 @@ What is compared: PyTorch's median seconds per step (for meta_every 5 the
 amortized (meta + 4 plain) / 5), and speed.py's mean step time of a round,
 median over rounds (a mean counts slow steps too: it does not favour Keras).
 
+`--keras_envs='TF_ENABLE_ONEDNN_OPTS=0'` also runs keras_mgr under that
+environment in each round (one more table): the same alternation, so the
+settings' ratios share the machine's state.
+
 On a GPU (JAX; the reference's CUDA copy takes `--device cuda --batch N`):
 
     python benchmarks/against_torch.py --backend=jax --jit_compile --batch_size=256 \
         --torch_script=PATH/torch_mgr_step_gpu.py --torch_args="--device cuda --batch 256" \
         --norss
 
-Writes `<out>/against_torch<suffix>.md` (suffix: backend, XLA and batch
-where not TensorFlow / off / 64) and keeps every run's JSON in
-`<out>/against_torch<suffix>/`; `--report_only` re-renders from those.
+Writes `<out>/<name><suffix>.md` (name: `against_torch`; suffix: backend,
+XLA and batch where not TensorFlow / off / 64) and keeps every run's JSON
+in `<out>/<name><suffix>/`; `--report_only` re-renders from those.
 """
 
 import json
@@ -37,7 +41,7 @@ import subprocess
 import sys
 
 from absl import app, flags
-from machine import describe
+from machine import Machine, environment
 from machine import markdown as machine_markdown
 
 FLAGS = flags.FLAGS
@@ -65,6 +69,12 @@ def _run(cmd, cwd=None, env=None):
     subprocess.run(cmd, check=True, cwd=cwd, env=env)
 
 
+def _keras_name(run, setting):
+    """The folder of keras_mgr's run `run` (from 1) under setting `setting`
+    (0: the environment as it is; i: the i-th `--keras_envs` item)."""
+    return f"keras_r{run}" + (f"_env{setting}" if setting else "")
+
+
 def _rss_name(config):
     return "keras_rss_" + config.replace(":", "_").replace("/", "_")
 
@@ -77,8 +87,10 @@ def measure(folder, torch_script, f):
         _run([f.torch_python, os.path.basename(torch_script), "--no-compile", *f.torch_args.split(),
               "--json", os.path.join(folder, f"torch_r{r}.json")],
              cwd=os.path.dirname(torch_script))
-        _run(_speed(f) + ["--configs=" + ",".join(MODES), f"--rounds={f.speed_rounds}",
-                          f"--out={folder}/keras_r{r}"], env=env)
+        for i, setting in enumerate([""] + f.keras_envs):
+            _run(_speed(f) + ["--configs=" + ",".join(MODES), f"--rounds={f.speed_rounds}",
+                              f"--out={folder}/{_keras_name(r, i)}"],
+                 env=dict(env, **environment(setting)))
     if not f.rss:
         return
     # RSS with TensorFlow's default CPU allocator, as users run: speed.py's
@@ -99,8 +111,9 @@ def _keras(folder, name):
     return _load(os.path.join(folder, name, json_name))
 
 
-def report(folder, rounds):
-    """Markdown table: per mode, both frameworks' seconds per step per round."""
+def report(folder, rounds, keras_envs=()):
+    """Markdown table: per mode, both frameworks' seconds per step per round;
+    then one table per `keras_envs` setting (keras_mgr's runs under it)."""
     torch_runs = [{e["mode"]: e for e in _load(os.path.join(folder, f"torch_r{r}.json"))["eager"]}
                   for r in range(1, rounds + 1)]
     keras_runs = [_keras(folder, f"keras_r{r}")["seconds_per_step"] for r in range(1, rounds + 1)]
@@ -133,6 +146,8 @@ def report(folder, rounds):
         "peak RSS MiB over the steps, PyTorch / keras_mgr (whole process) |",
         "|---|---|---|---|---|"]
     for config, mode in MODES.items():
+        if config not in keras_runs[0]:  # a run from before the config existed
+            continue
         t = [run[mode]["median_s"] for run in torch_runs]
         k = [run[config] for run in keras_runs]
         peak = max(run[mode]["peak_rss_mb"] for run in torch_runs)  # KiB / 1024
@@ -155,7 +170,35 @@ def report(folder, rounds):
                      "PyTorch all modes in one. The whole-process peak adds the tracing.")
     else:
         lines.append("keras_mgr's peak RSS was not measured in this run (`--norss`).")
+    for i, setting in enumerate(keras_envs, start=1):
+        runs = [_keras(folder, _keras_name(r, i))["seconds_per_step"]
+                for r in range(1, rounds + 1)]
+        lines += ["", f"keras_mgr with `{setting}` (the same alternation: each run between the "
+                  "PyTorch run and keras_mgr's run above):", "",
+                  "| mode | PyTorch s/step | keras_mgr s/step | keras_mgr / PyTorch |",
+                  "|---|---|---|---|"]
+        for config, mode in MODES.items():
+            if config not in runs[0]:
+                continue
+            t = [run[mode]["median_s"] for run in torch_runs]
+            k = [run[config] for run in runs]
+            lines.append(f"| {config} ({mode}) | {per_round(t, '.3f')} | {per_round(k, '.3f')} "
+                         f"| {per_round([b / a for a, b in zip(t, k)], '.2f')} |")
     return "\n".join(lines) + "\n"
+
+
+def machine_section(folder):
+    """The `## Machine` lines of keras_mgr's first run (its process's oneDNN
+    and threads, not this driver's); for runs that did not record it, the
+    CPU the PyTorch reference recorded."""
+    recorded = _keras(folder, "keras_r1").get("machine")
+    if recorded:
+        return machine_markdown(Machine(**recorded))
+    info = _load(os.path.join(folder, "torch_r1.json"))["info"]
+    return ["", "## Machine", "",
+            f"- CPU, as the PyTorch reference recorded it: {info.get('cpu', 'not recorded')}, "
+            f"{info.get('cpus', '?')} CPUs; keras_mgr's processes did not record theirs "
+            "(vector extensions, oneDNN, thread pools) in this run"]
 
 
 def suffix(f):
@@ -167,16 +210,18 @@ def suffix(f):
 
 def main(argv):
     del argv
-    folder = os.path.join(FLAGS.out, "against_torch" + suffix(FLAGS))
+    folder = os.path.join(FLAGS.out, FLAGS.name + suffix(FLAGS))
+    for setting in FLAGS.keras_envs:
+        environment(setting)  # a malformed item stops here, not after the first round
     if not FLAGS.report_only:
         if not FLAGS.torch_script or not os.path.exists(FLAGS.torch_script):
             raise FileNotFoundError(
                 "--torch_script must name the PyTorch reference script. "
                 f"Received: {FLAGS.torch_script!r}")
         measure(folder, os.path.abspath(FLAGS.torch_script), FLAGS)
-    md = report(folder, FLAGS.rounds) + "\n".join(machine_markdown(describe())) + "\n"
+    md = report(folder, FLAGS.rounds, FLAGS.keras_envs) + "\n".join(machine_section(folder)) + "\n"
     print(md)
-    with open(os.path.join(FLAGS.out, f"against_torch{suffix(FLAGS)}.md"), "w") as fh:
+    with open(folder + ".md", "w") as fh:
         fh.write("# keras_mgr against the PyTorch reference step\n\n" + md)
 
 
@@ -185,6 +230,7 @@ def define_flags():  # at run time only: importing this module defines no flags
     flags.DEFINE_string("torch_python", "python3", "Python of a venv with torch (CPU build).")
     flags.DEFINE_integer("rounds", 2, "Alternating runs of each framework.")
     flags.DEFINE_string("out", "benchmarks/results", "Output folder.")
+    flags.DEFINE_string("name", "against_torch", "Name of this run's results in --out.")
     flags.DEFINE_bool("report_only", False, "Re-render the table from the saved JSONs.")
     flags.DEFINE_string("backend", "tensorflow", "keras_mgr's Keras backend (speed.py --backend).")
     flags.DEFINE_bool("jit_compile", False, "keras_mgr's steps under XLA.")
@@ -194,6 +240,9 @@ def define_flags():  # at run time only: importing this module defines no flags
                          "same --batch N to the reference in --torch_args).")
     flags.DEFINE_string("torch_args", "", "Extra arguments of the reference, e.g. "
                         "'--device cuda --batch 256'.")
+    flags.DEFINE_list("keras_envs", [], "Further environments for keras_mgr's runs, each "
+                      "'NAME=VALUE NAME=VALUE', run after keras_mgr's run in each round "
+                      "(e.g. 'TF_ENABLE_ONEDNN_OPTS=0').")
     flags.DEFINE_bool("rss", True, "Also time each keras_mgr config alone for its peak RSS "
                       "(TensorFlow's default CPU allocator; a CPU measure).")
 

@@ -32,17 +32,18 @@ class Machine(NamedTuple):
     intra_op_threads: int  # TensorFlow's setting; 0 is "one per usable core"
     inter_op_threads: int
     versions: dict  # installed package -> version, of PACKAGES
+    onednn_choice: str = ""  # keras_mgr.onednn.CHOICE's reason, where keras_mgr is loaded
 
 
-def _cpuinfo():
+def _cpu_model():
     try:
         with open("/proc/cpuinfo") as fh:
-            text = fh.read()
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
-        return platform.processor() or platform.machine(), set()
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    return fields.get("model name", platform.machine()), set(fields.get("flags", "").split())
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _versions():
@@ -62,17 +63,19 @@ def describe():
         from tensorflow.python.util import _pywrap_util_port
     except ImportError:  # a JAX- or PyTorch-only machine
         tf = _pywrap_util_port = None
-    model, flags = _cpuinfo()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count())
+    # Here, not at the top: importing keras_mgr sets TensorFlow's oneDNN switch
+    # in this process's environment, which a driver's child processes inherit.
+    from keras_mgr import onednn
+
+    flags = onednn.cpu_flags()
     return Machine(
-        cpu=model, extensions=tuple(e for e in EXTENSIONS if e in flags),
-        logical_cpus=os.cpu_count(), usable_cpus=usable,
+        cpu=_cpu_model(), extensions=tuple(e for e in EXTENSIONS if e in flags),
+        logical_cpus=os.cpu_count(), usable_cpus=onednn.usable_cpus(),
         onednn=bool(tf and _pywrap_util_port.IsMklEnabled()),
         onednn_isa_cap=os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
         intra_op_threads=tf.config.threading.get_intra_op_parallelism_threads() if tf else 0,
         inter_op_threads=tf.config.threading.get_inter_op_parallelism_threads() if tf else 0,
-        versions=_versions())
+        versions=_versions(), onednn_choice=onednn.CHOICE.reason)
 
 
 def markdown(machine):
@@ -84,7 +87,19 @@ def markdown(machine):
             f"{machine.usable_cpus} usable by this process",
             f"- vector extensions: {', '.join(machine.extensions) or 'none of ' + str(EXTENSIONS)}",
             f"- TensorFlow oneDNN: {'on' if machine.onednn else 'off'}"
-            + (f", ISA capped at {machine.onednn_isa_cap}" if machine.onednn_isa_cap else ""),
+            + (f", ISA capped at {machine.onednn_isa_cap}" if machine.onednn_isa_cap else "")
+            + (f" (keras_mgr at import: {machine.onednn_choice})" if machine.onednn_choice
+               else ""),
             f"- thread pools: intra-op {threads(machine.intra_op_threads)}, inter-op "
             f"{threads(machine.inter_op_threads)}",
             f"- versions: {versions}"]
+
+
+def environment(setting):
+    """`"A=1 B=2"` -> `{"A": "1", "B": "2"}`: an environment a benchmark runs a
+    process under (oneDNN's switch, its ISA cap, thread pools); `""` is none."""
+    pairs = [item.partition("=") for item in setting.split()]
+    if any(not sep or not name for name, sep, _ in pairs):
+        raise ValueError("An environment setting must be NAME=VALUE pairs separated by spaces. "
+                         f"Received: {setting!r}")
+    return {name: value for name, _, value in pairs}

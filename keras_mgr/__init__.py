@@ -12,6 +12,10 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+# Before TensorFlow loads (through keras): TensorFlow reads oneDNN's switch then.
+from keras_mgr import onednn  # noqa: E402, F401
+
+# isort: split
 import keras  # noqa: E402
 
 if keras.backend.backend() not in ("tensorflow", "jax"):

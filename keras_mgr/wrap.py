@@ -4,7 +4,7 @@ import inspect
 
 import keras
 
-from keras_mgr import batchnorm, checks, option_checks, terms, wrap_checks
+from keras_mgr import batchnorm, checks, onednn, option_checks, terms, wrap_checks
 from keras_mgr.augment import check_differentiable
 from keras_mgr.finder import Finder
 from keras_mgr.mgr_model import MGRModel
@@ -162,6 +162,7 @@ def wrap(
     """
     given = dict(locals())
     checks.warn_unused(mode, given, _DEFAULTS)
+    onednn.warn_if_one_thread()
     # Everything is checked before the backbone is changed (BatchNorm momentum,
     # fused pass): a failed wrap() leaves the user's model as it was.
     checked = option_checks.options(given)

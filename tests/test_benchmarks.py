@@ -577,7 +577,7 @@ def test_against_torch_report_pairs_each_mode_with_the_reference(tmp_path):
     references = list(dict.fromkeys(m for _, m in modes))  # /mb4 shares its mode
     for r, scale in ((1, 1.0), (2, 2.0)):
         (folder / f"keras_r{r}").mkdir(parents=True)
-        torch = {"info": {"torch": "2.13.0+cpu", "threads": 2},
+        torch = {"info": {"torch": "2.13.0+cpu", "threads": 2, "cpu": "Old CPU", "cpus": 2},
                  "eager": [{"mode": m, "median_s": 0.1 * (i + 1), "peak_rss_mb": 100.0 * (i + 1)}
                            for i, m in enumerate(references)]}
         (folder / f"torch_r{r}.json").write_text(json.dumps(torch))
@@ -599,6 +599,58 @@ def test_against_torch_report_pairs_each_mode_with_the_reference(tmp_path):
     shutil.rmtree(folder / "keras_rss_mgr")  # a --norss run says so
     md = against_torch.report(str(folder), rounds=2)
     assert "peak RSS was not measured" in md and "Peak RSS over the steps" not in md
+    # keras_mgr's runs recorded no machine: the CPU the reference recorded, said so.
+    machine = "\n".join(against_torch.machine_section(str(folder)))
+    assert "as the PyTorch reference recorded it: Old CPU, 2 CPUs" in machine
+
+
+def test_against_torch_runs_keras_mgr_under_each_environment_in_every_round(monkeypatch,
+                                                                           tmp_path):
+    import json
+    import types
+
+    import against_torch
+
+    calls = []
+    monkeypatch.setattr(against_torch, "_run",
+                        lambda cmd, cwd=None, env=None: calls.append((cmd, env)))
+    f = types.SimpleNamespace(torch_python="py", rounds=2, torch_args="", backend="tensorflow",
+                              batch_size=64, jit_compile=False, steps=10, speed_rounds=3,
+                              rss=False, keras_envs=["TF_ENABLE_ONEDNN_OPTS=0 A=b"])
+    against_torch.measure(str(tmp_path), "/elsewhere/torch_mgr_step.py", f)
+    # torch, keras as it is, keras under the setting; twice.
+    outs = [next((a for a in c if a.startswith("--out=")), "torch") for c, _ in calls]
+    assert [o.rsplit("/", 1)[-1] for o in outs] == [
+        "torch", "keras_r1", "keras_r1_env1", "torch", "keras_r2", "keras_r2_env1"]
+    assert calls[2][1]["TF_ENABLE_ONEDNN_OPTS"] == "0" and calls[2][1]["A"] == "b"
+    assert "A" not in calls[1][1]  # the setting is not the plain run's
+    with pytest.raises(ValueError, match="NAME=VALUE.*Received: 'ONEDNN'"):
+        against_torch.environment("ONEDNN")
+
+    # The report: a table for the setting, its ratios against the same torch runs.
+    modes = list(against_torch.MODES.items())
+    references = list(dict.fromkeys(m for _, m in modes))
+    for r in (1, 2):
+        torch = {"info": {"torch": "2.13.0+cpu", "threads": 2},
+                 "eager": [{"mode": m, "median_s": 0.1 * (i + 1), "peak_rss_mb": 1.0}
+                           for i, m in enumerate(references)]}
+        (tmp_path / f"torch_r{r}.json").write_text(json.dumps(torch))
+        for name, scale in ((f"keras_r{r}", 1.0), (f"keras_r{r}_env1", 3.0 * r)):
+            (tmp_path / name).mkdir()
+            keras = {"seconds_per_step": {c: scale * 0.05 * (i + 1)
+                                          for i, (c, _) in enumerate(modes)},
+                     "machine": {"cpu": "Test CPU", "extensions": ["avx2"], "logical_cpus": 2,
+                                 "usable_cpus": 2, "onednn": True, "onednn_isa_cap": "",
+                                 "intra_op_threads": 0, "inter_op_threads": 0,
+                                 "versions": {}, "onednn_choice": "because"}}
+            (tmp_path / name / "speed_cpu_xlaoff_peer.json").write_text(json.dumps(keras))
+    md = against_torch.report(str(tmp_path), rounds=2, keras_envs=f.keras_envs)
+    table = md.split("keras_mgr with `TF_ENABLE_ONEDNN_OPTS=0 A=b`")[1]
+    # 0.05 x 3 and x 6 against torch's 0.1: 1.50 and 3.00.
+    assert "| base (base) | 0.100 / 0.100 | 0.150 / 0.300 | 1.50 / 3.00 |" in table
+    # The machine is keras_mgr's process's, not the driver's.
+    machine = "\n".join(against_torch.machine_section(str(tmp_path)))
+    assert "Test CPU" in machine and "oneDNN: on (keras_mgr at import: because)" in machine
 
 
 def test_against_torch_reference_writes_into_the_results_folder(monkeypatch, tmp_path):
@@ -612,7 +664,7 @@ def test_against_torch_reference_writes_into_the_results_folder(monkeypatch, tmp
 
     f = types.SimpleNamespace(torch_python="py", rounds=1, torch_args="", backend="tensorflow",
                               batch_size=64, jit_compile=False, steps=10, speed_rounds=3,
-                              rss=True)
+                              rss=True, keras_envs=[])
     against_torch.measure("results/against_torch", "/elsewhere/torch_mgr_step.py", f)
     cmd, cwd = calls[0]
     # The reference runs from its own folder: a relative --json path would
@@ -731,3 +783,41 @@ def test_backends_report_pairs_each_round():
     # base: ratios 0.5, 2.0, 0.5 -> median 0.50; mgr: 0.5, 1.5, 2.0 -> 1.50.
     assert "| base | 2000.0 | 1500.0 | 0.50 |" in table
     assert "| mgr | 4000.0 | 6000.0 | 1.50 |" in table
+
+
+def test_cpu_breakdown_reports_each_part_per_setting_beside_the_reference():
+    import cpu_breakdown
+
+    def run(scale, onednn):
+        parts = {"forward": 10.0 * scale, "forward_backward": 30.0 * scale, "adam": 1.0,
+                 "step": 32.0 * scale}
+        return {"parts": {"fused": parts, "keras": dict(parts, step=40.0 * scale)},
+                "machine": {"onednn": onednn}}
+
+    results = {"runs": {"": [run(1, True), run(3, True)],  # median of 1x and 3x: 2x
+                        "TF_ENABLE_ONEDNN_OPTS=0": [run(4, False)] * 2},
+               "torch": [{"parts": {"torch": {"forward": 20.0, "forward_backward": 50.0,
+                                              "adam": 2.0, "step": 64.0}},
+                          "torch": "2.13.0", "threads": 2}] * 2}
+    md = cpu_breakdown.report(results)
+    # forward 20, forward + backward 60, backward 40, Adam 1, step 64 (1.00x PyTorch's 64).
+    assert "| as keras_mgr runs | fused | 20.0 | 60.0 | 40.0 | 1.0 | 64.0 | 1.00 | on |" in md
+    assert "| as keras_mgr runs | keras | 20.0 | 60.0 | 40.0 | 1.0 | 80.0 | 1.25 | on |" in md
+    assert ("| `TF_ENABLE_ONEDNN_OPTS=0` | fused | 40.0 | 120.0 | 80.0 | 1.0 | 128.0 | 2.00 "
+            "| off |") in md
+    assert "| PyTorch 2.13.0, 2 threads | torch | 20.0 | 50.0 | 30.0 | 2.0 | 64.0 | 1.00 |" in md
+    with pytest.raises(ValueError, match="NAME=VALUE.*Received: 'TF_ENABLE_ONEDNN_OPTS'"):
+        cpu_breakdown.environment("TF_ENABLE_ONEDNN_OPTS")
+
+
+@pytest.mark.slow  # two processes building and timing a ResNet; the report has a fast test
+def test_cpu_breakdown_times_every_part_in_a_process_per_setting():
+    import cpu_breakdown
+
+    results = cpu_breakdown.measure(["", "TF_ENABLE_ONEDNN_OPTS=0"], rounds=1, repeats=1)
+    on, off = (results["runs"][s][0] for s in ("", "TF_ENABLE_ONEDNN_OPTS=0"))
+    assert off["machine"]["onednn"] is False
+    for run in (on, off):
+        assert set(run["parts"]) == {"fused", "keras"}
+        assert all(run["parts"][bn][part] > 0 for bn in run["parts"]
+                   for part in cpu_breakdown.PARTS)

@@ -1,0 +1,82 @@
+"""keras_mgr.onednn: TensorFlow's oneDNN switch at import, per machine."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from keras_mgr import onednn
+
+AVX2 = frozenset({"sse4_2", "avx", "avx2", "fma"})
+AVX512 = AVX2 | {"avx512f", "avx512_vnni"}
+
+
+def _choose(environ=None, loaded=False, machine="x86_64", flags=AVX2, cpus=2):
+    return onednn.choose({"KERAS_BACKEND": "tensorflow", **(environ or {})}, loaded, machine,
+                         flags, cpus)
+
+
+def test_switches_on_only_on_an_x86_cpu_without_avx512_and_two_threads():
+    assert _choose().switched_on
+    assert _choose(machine="AMD64").switched_on  # Windows spells it so
+    assert _choose(cpus=16).switched_on
+
+
+@pytest.mark.parametrize("case, reason", [
+    (dict(environ={"TF_ENABLE_ONEDNN_OPTS": "0"}), "TF_ENABLE_ONEDNN_OPTS='0' was set"),
+    (dict(environ={"TF_ENABLE_ONEDNN_OPTS": "1"}), "TF_ENABLE_ONEDNN_OPTS='1' was set"),
+    (dict(environ={"KERAS_BACKEND": "jax"}), "backend is 'jax'"),
+    (dict(loaded=True), "TensorFlow was loaded before keras_mgr"),
+    (dict(machine="aarch64"), "aarch64, not x86-64"),
+    (dict(flags=AVX512), "has AVX-512"),
+    (dict(cpus=1), "one intra-op thread"),
+    (dict(environ={"TF_NUM_INTRAOP_THREADS": "1"}), "one intra-op thread"),
+])
+def test_leaves_the_switch_alone(case, reason):
+    choice = _choose(**case)
+    assert not choice.switched_on and reason in choice.reason
+
+
+def test_import_sets_the_variable_before_tensorflow_loads():
+    """A fresh process: `import keras_mgr` first. Where `choose` says on for
+    this machine, TensorFlow runs oneDNN; TF_ENABLE_ONEDNN_OPTS=0 keeps it off."""
+    code = ("import keras_mgr; from tensorflow.python.util import _pywrap_util_port as p; "
+            "print('ONEDNN', keras_mgr.onednn.CHOICE.switched_on, p.IsMklEnabled())")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTRAOP_THREADS")}
+    env["KERAS_BACKEND"] = "tensorflow"
+    expected = onednn.choose(env, False, __import__("platform").machine(), onednn.cpu_flags(),
+                             onednn.usable_cpus()).switched_on
+
+    def run(extra):
+        out = subprocess.run([sys.executable, "-c", code], env={**env, **extra},
+                             capture_output=True, text=True, timeout=300)
+        line = [s for s in out.stdout.splitlines() if s.startswith("ONEDNN")]
+        assert line, out.stderr[-2000:]
+        return line[0].split()[1:]
+
+    switched, enabled = run({})
+    assert switched == str(expected)
+    if expected:
+        assert enabled == "True"
+    assert run({"TF_ENABLE_ONEDNN_OPTS": "0"}) == ["False", "False"]
+
+
+def test_wrap_warns_when_oneDNN_meets_one_thread(monkeypatch):
+    import tensorflow as tf
+
+    monkeypatch.setattr(onednn, "CHOICE", onednn.Choice(True, "test"))
+    monkeypatch.setattr(tf.config.threading, "get_intra_op_parallelism_threads", lambda: 1)
+    import tiny
+
+    import keras_mgr
+
+    with pytest.warns(UserWarning, match="intra_op_parallelism_threads=1"):
+        keras_mgr.wrap(tiny.backbone(), tiny.generator(), mode="base", num_classes=3)
+    monkeypatch.setattr(onednn, "CHOICE", onednn.Choice(False, "test"))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        onednn.warn_if_one_thread()  # not switched on by keras_mgr: nothing to say
