@@ -21,6 +21,8 @@ A first-order approximation that drops the second derivative gives the finder a
 zero gradient, so it is not offered.
 """
 
+from typing import NamedTuple
+
 import keras
 from keras import ops
 
@@ -119,14 +121,60 @@ def random_direction(grads, seed_state):
     return [n * ops.cast(scale, n.dtype) for n in noise]
 
 
-def second_order(theta_vars, extra_vars, phi_vars, real_loss, regularization, meta_loss,
+class SecondOrderPass(NamedTuple):
+    """One pass of R taped twice (`second_order_pass`)."""
+
+    phi_gradients: list  # d <grad_theta R, v> / d phi, before the factor meta_scale gives
+    inner_gradients: list  # grad R over theta, then the regularizer's heads; loss-scaled
+    weighted: object  # lambda * R
+    parts: dict  # R's auxiliaries (synthetic loss, BatchNorm state, latent shift)
+    direction: object  # what `direction` returned beside v
+
+
+def second_order_pass(theta, head_vars, phi, regularization, optimizer, direction):
+    """`d <grad_theta R(theta; phi), v> / d phi` with nested tapes: the one place
+    the second derivative of the meta step is taken.
+
+    Args:
+        theta: classifier weights (tensors).
+        head_vars: the regularizer's own variables (SimSiam heads; may be
+            empty), read as watched tensors so that the inner gradient covers them.
+        phi: finder weights (tensors).
+        regularization: `fn(theta, phi, stop_gradient) -> (weighted, parts)`,
+            `lambda * R`; `stop_gradient` stops the inner derivative only.
+        optimizer: the classifier optimizer (loss scaling).
+        direction: `fn(inner_gradients) -> (v, out)`, run outside the outer
+            tape's recording; v is loss-scaled, over theta.
+
+    Returns:
+        A `SecondOrderPass`.
+    """
+    n = len(theta)
+    with tf.GradientTape(watch_accessed_variables=False) as outer:
+        outer.watch(phi)
+        with tf.GradientTape(watch_accessed_variables=False) as inner:
+            theta = [tf.identity(t) for t in theta]
+            head = [tf.identity(v.value) for v in head_vars]
+            inner.watch(theta + head)
+            with _substitute(head_vars, head), unfused():
+                weighted, parts = regularization(theta, phi, inner_stop(inner))
+            scaled = optimizer.scale_loss(weighted)
+        inner_grads = inner.gradient(scaled, theta + head)  # loss-scaled
+        with outer.stop_recording():
+            v, out = direction(inner_grads)
+        dot = inner_product(numerics.replica_gradient(
+            numerics.unscale(optimizer, inner_grads[:n])), v)
+    return SecondOrderPass(outer.gradient(dot, phi), inner_grads, weighted, parts, out)
+
+
+def second_order(theta_vars, head_vars, phi_vars, real_loss, regularization, meta_loss,
                  optimizer, learning_rate):
-    """The exact meta-gradient, with nested tapes; its inner gradient, which the real update reuses.
+    """The exact meta-gradient; its inner gradient, which the real update reuses.
 
     Args:
         theta_vars: classifier variables (backbone, head).
-        extra_vars: the regularizer's variables (SimSiam heads; may be empty),
-            updated by the real step too.
+        head_vars: the regularizer's own variables (SimSiam heads; may be
+            empty), updated by the real step too.
         phi_vars: finder variables.
         real_loss: `fn(theta) -> (loss, aux)`, the real batch's CE; `aux`
             holds `"real_state"` (BatchNorm statistics after the real batch).
@@ -139,7 +187,7 @@ def second_order(theta_vars, extra_vars, phi_vars, real_loss, regularization, me
 
     Returns:
         `(meta_grads, inner_grads, meta_loss, total, aux)`; `inner_grads` is
-        loss-scaled (over theta_vars then extra_vars).
+        loss-scaled (over theta_vars then head_vars).
     """
     n = len(theta_vars)
     # grad_phi CE_val(theta'(phi)) = -eta * d/dphi <grad_theta R(theta; phi), v>,
@@ -148,37 +196,31 @@ def second_order(theta_vars, extra_vars, phi_vars, real_loss, regularization, me
     # batch and the validation pass are first order.
     phi = [v.value for v in phi_vars]
     theta = [v.value for v in theta_vars]
-    real, aux, real_grads = real_gradients(theta, list(theta_vars) + list(extra_vars),
+    real, aux, real_grads = real_gradients(theta, list(theta_vars) + list(head_vars),
                                            real_loss, optimizer)
-    with tf.GradientTape(watch_accessed_variables=False) as outer:
-        outer.watch(phi)
-        with tf.GradientTape(watch_accessed_variables=False) as inner:
-            theta = [tf.identity(t) for t in theta]
-            extra = [tf.identity(v.value) for v in extra_vars]
-            inner.watch(theta + extra)
-            with _substitute(extra_vars, extra), unfused():
-                weighted, parts = regularization(theta, aux["real_state"], phi,
-                                                 inner_stop(inner))
-            scaled_r = optimizer.scale_loss(weighted)
-        r_grads = inner.gradient(scaled_r, theta + extra)  # loss-scaled
-        with outer.stop_recording():
-            grads = _add(real_grads, r_grads)
-            loss_val, v = validation_gradient(theta, grads, n, meta_loss, aux["real_state"],
-                                              optimizer, learning_rate)
-        dot = inner_product(numerics.replica_gradient(
-            numerics.unscale(optimizer, r_grads[:n])), v)
-    factor = meta_scale(optimizer, learning_rate, dot.dtype)
-    meta_grads = [ops.cast(factor, g.dtype) * g for g in outer.gradient(dot, phi)]
-    aux.update(parts)
-    return meta_grads, grads, loss_val, real + weighted, aux
+
+    def direction(r_grads):  # v at the lookahead along the whole inner gradient
+        grads = _add(real_grads, r_grads)
+        loss_val, v = validation_gradient(theta, grads, n, meta_loss, aux["real_state"],
+                                          optimizer, learning_rate)
+        return v, (grads, loss_val)
+
+    taped = second_order_pass(
+        theta, head_vars, phi,
+        lambda t, p, stop: regularization(t, aux["real_state"], p, stop), optimizer, direction)
+    grads, loss_val = taped.direction
+    meta_grads = [meta_scale(optimizer, learning_rate, g.dtype) * g
+                  for g in taped.phi_gradients]
+    aux.update(taped.parts)
+    return meta_grads, grads, loss_val, real + taped.weighted, aux
 
 
-def finite_difference(theta_vars, extra_vars, phi_vars, train_loss, meta_loss, synthesize,
+def finite_difference(theta_vars, head_vars, phi_vars, train_loss, meta_loss, synthesize,
                       synthetic_loss, optimizer, learning_rate, epsilon, weight):
     """The DARTS meta-gradient: a central difference along v, first order only.
 
     Args:
-        theta_vars, extra_vars, phi_vars, meta_loss, optimizer, learning_rate:
+        theta_vars, head_vars, phi_vars, meta_loss, optimizer, learning_rate:
             as in `second_order`.
         train_loss: `fn(theta, phi) -> (total, aux)`, the step's whole loss.
         synthesize: `fn(phi) -> images` (the generator behind the finder).
@@ -195,7 +237,7 @@ def finite_difference(theta_vars, extra_vars, phi_vars, train_loss, meta_loss, s
     with tf.GradientTape() as tape:
         total, aux = train_loss([v.value for v in theta_vars], phi)
         scaled = optimizer.scale_loss(total)
-    grads = tape.gradient(scaled, list(theta_vars) + list(extra_vars))  # loss-scaled
+    grads = tape.gradient(scaled, list(theta_vars) + list(head_vars))  # loss-scaled
     theta = [tf.identity(v.value) for v in theta_vars]
     theta_look = lookahead(
         theta, numerics.replica_gradient(numerics.unscale(optimizer, grads[:n])),

@@ -15,12 +15,11 @@ synthetic samples each, else the whole batch (`terms.resolve_auto`).
 
 from keras import ops
 
-from keras_mgr import meta, numerics
+from keras_mgr import meta
 from keras_mgr.backend import tf
-from keras_mgr.batchnorm.fused import unfused
 
 
-def second_order(theta_vars, extra_vars, phi_vars, real_loss, regularization, num_slices,
+def second_order(theta_vars, head_vars, phi_vars, real_loss, regularization, num_slices,
                  meta_loss, optimizer, learning_rate):
     """`meta.second_order` over `num_slices` (k) micro-batches.
 
@@ -30,7 +29,7 @@ def second_order(theta_vars, extra_vars, phi_vars, real_loss, regularization, nu
     `meta.second_order`'s.
     """
     n, k = len(theta_vars), int(num_slices)
-    variables = list(theta_vars) + list(extra_vars)
+    variables = list(theta_vars) + list(head_vars)
     phi = [v.value for v in phi_vars]
     theta = [v.value for v in theta_vars]
     real, aux, grads = meta.real_gradients(theta, variables, real_loss, optimizer)
@@ -61,19 +60,12 @@ def second_order(theta_vars, extra_vars, phi_vars, real_loss, regularization, nu
                                            optimizer, learning_rate)
 
     def second_order_part(i, acc):
-        with tf.GradientTape(watch_accessed_variables=False) as outer:
-            outer.watch(phi)
-            with tf.GradientTape(watch_accessed_variables=False) as inner, unfused():
-                theta_i = [tf.identity(t) for t in theta]
-                inner.watch(theta_i)
-                part_weighted, _ = regularization(i, theta_i, aux["real_state"], phi,
-                                                  meta.inner_stop(inner))
-                scaled_r = optimizer.scale_loss(part_weighted)
-            dot = meta.inner_product(numerics.replica_gradient(numerics.unscale(
-                optimizer, inner.gradient(scaled_r, theta_i))), v)
-        part_grads = outer.gradient(dot, phi)
-        connected["meta"] = [g is not None for g in part_grads]
-        return i + 1, _accumulate(acc, part_grads)
+        taped = meta.second_order_pass(
+            theta, (), phi,
+            lambda t, p, stop: regularization(i, t, aux["real_state"], p, stop), optimizer,
+            lambda _: (v, None))
+        connected["meta"] = [g is not None for g in taped.phi_gradients]
+        return i + 1, _accumulate(acc, taped.phi_gradients)
 
     _, meta_grads = tf.while_loop(lambda i, *_: i < k, second_order_part,
                                   (tf.constant(0), _zeros_like(phi_vars)),

@@ -96,7 +96,7 @@ def _sum_lists(a, b):
     return [x + y for x, y in zip(a, b)]
 
 
-def second_order(theta_vars, extra_vars, phi_vars, real_loss, regularizations, meta_loss,
+def second_order(theta_vars, head_vars, phi_vars, real_loss, regularizations, meta_loss,
                  learning_rate):
     """The exact meta-gradient on JAX; the result as `keras_mgr.meta.second_order`'s.
 
@@ -107,7 +107,7 @@ def second_order(theta_vars, extra_vars, phi_vars, real_loss, regularizations, m
     """
     n = len(theta_vars)
     theta = [v.value for v in theta_vars]
-    extra = [v.value for v in extra_vars]
+    extra = [v.value for v in head_vars]
     phi = [v.value for v in phi_vars]
     (real, aux), real_grads = jax.value_and_grad(real_loss, has_aux=True)(theta)
     real_state = aux["real_state"]
@@ -115,7 +115,7 @@ def second_order(theta_vars, extra_vars, phi_vars, real_loss, regularizations, m
     def inner(regularization):
         def gradient(phi_values):
             def weighted_r(values):
-                with substitute(extra_vars, values[n:]):
+                with substitute(head_vars, values[n:]):
                     return regularization(values[:n], real_state, phi_values)
 
             (weighted, parts), grads = jax.value_and_grad(weighted_r, has_aux=True)(
@@ -159,14 +159,14 @@ def _mean_parts(part_list):
             "synthetic_state": part_list[-1]["synthetic_state"]}
 
 
-def finite_difference(theta_vars, extra_vars, phi_vars, train_loss, meta_loss, synthesize,
+def finite_difference(theta_vars, head_vars, phi_vars, train_loss, meta_loss, synthesize,
                       synthetic_loss, learning_rate, epsilon, weight):
     """The DARTS meta-gradient on JAX; arguments and result as
     `keras_mgr.meta.finite_difference`'s (no loss scaling)."""
     n = len(theta_vars)
     theta = [v.value for v in theta_vars]
     phi = [v.value for v in phi_vars]
-    variables = list(theta_vars) + list(extra_vars)
+    variables = list(theta_vars) + list(head_vars)
     total, aux, grads = value_and_grad(lambda: train_loss([v.value for v in theta_vars], phi),
                                        variables)
     theta_look = meta.lookahead(theta, grads[:n], learning_rate)
