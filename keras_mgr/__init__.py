@@ -32,7 +32,7 @@ from keras_mgr.mgr_model import MODES, MGRModel  # noqa: E402
 from keras_mgr.regularizer import MGRRegularizer  # noqa: E402
 from keras_mgr.saving import load_model  # noqa: E402
 from keras_mgr.synthetic import SyntheticSampler, synthetic_dataset  # noqa: E402
-from keras_mgr.wrap import FINDER_DEFAULTS, wrap  # noqa: E402
+from keras_mgr.wrapping import FINDER_DEFAULTS, wrap  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [

@@ -11,7 +11,7 @@ from keras_mgr.backend import replica
 
 # What `record_nonfinite` and `check_update` flag, in the order of their
 # codes (1, 2, ...): the step's terms, its gradients, then the update itself.
-TERMS = ("ce_loss", "synthetic", "meta_loss", "gradient", "update")
+NONFINITE_CHECKS = ("ce_loss", "synthetic", "meta_loss", "gradient", "update")
 
 
 replicas = replica.count
@@ -123,7 +123,7 @@ def check_update(flag, optimizer, variables):
     """
     state = [v.value for v in list(variables) + list(optimizer.variables)
              if "float" in str(v.dtype)]
-    code = ops.where(all_finite(state), 0, TERMS.index("update") + 1)
+    code = ops.where(all_finite(state), 0, NONFINITE_CHECKS.index("update") + 1)
     flag.assign(ops.where(flag.value > 0, flag.value, ops.cast(code, flag.dtype)))
 
 
@@ -131,7 +131,7 @@ def record_nonfinite(flag, optimizer, terms, meta_loss, grads, meta_grads):
     """Stores in `flag` which term (if any) is non-finite; returns True if all are.
 
     `terms`: `(ce, synthetic)` (synthetic may be None). The code stored is 0
-    if all are finite, else 1 + the index in `TERMS` of the first bad one.
+    if all are finite, else 1 + the index in `NONFINITE_CHECKS` of the first bad one.
     The flag is sticky until the host reads it (`raise_if_nonfinite`), so
     with `steps_per_execution > 1` a bad step is not hidden by later ones.
     """
@@ -172,7 +172,7 @@ def raise_if_nonfinite(flag, synthetic_name, step, steps_per_execution=1):
     code = int(flag.numpy())
     if not code:
         return
-    term = TERMS[code - 1] if code != 2 else synthetic_name
+    term = NONFINITE_CHECKS[code - 1] if code != 2 else synthetic_name
     if steps_per_execution > 1:
         step = f"{step - steps_per_execution + 1}..{step}"
     flag.assign(0)

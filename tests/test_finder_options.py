@@ -148,11 +148,11 @@ def test_auto_finder_settings_follow_the_mode(mode, expected):
     model = keras_mgr.wrap(tiny.backbone(), tiny.generator(), num_classes=3, mode=mode)
     assert (model.meta_every, model.finder_learning_rate, model.finder.max_shift,
             model.meta_microbatches) == expected
-    assert keras_mgr.wrap.__module__ == "keras_mgr.wrap"
-    from keras_mgr.wrap import FINDER_DEFAULTS
+    assert keras_mgr.wrap.__module__ == "keras_mgr.wrapping"
+    from keras_mgr.wrapping import FINDER_DEFAULTS
 
     assert tuple(FINDER_DEFAULTS[mode].values()) == expected
-    # The names the README cites (keras_mgr.wrap is the function, not the module).
+    # The names the docs cite.
     assert keras_mgr.wrap.FINDER_DEFAULTS is FINDER_DEFAULTS
     assert keras_mgr.FINDER_DEFAULTS is FINDER_DEFAULTS
     model.compile()

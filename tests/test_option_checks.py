@@ -26,7 +26,7 @@ def nothing_built(monkeypatch):
     def reached(*args, **kwargs):
         raise AssertionError("reached after the checks")
 
-    monkeypatch.setattr(sys.modules["keras_mgr.wrap"], "MGRModel", reached)
+    monkeypatch.setattr(sys.modules["keras_mgr.wrapping"], "MGRModel", reached)
     monkeypatch.setattr(batchnorm, "set_momentum", reached)
 
 

@@ -252,8 +252,8 @@ def wrap(
     return model
 
 
-# `keras_mgr.wrap` is this function (it hides the module of the same name), so
-# the defaults it cites are reachable from it, and as keras_mgr.FINDER_DEFAULTS.
+# The defaults wrap() cites, reachable from it (`keras_mgr.wrap.FINDER_DEFAULTS`)
+# and as keras_mgr.FINDER_DEFAULTS.
 FINDER_DEFAULTS = terms.FINDER_DEFAULTS
 wrap.FINDER_DEFAULTS = FINDER_DEFAULTS
 _DEFAULTS = {name: p.default for name, p in inspect.signature(wrap).parameters.items()}
