@@ -1,6 +1,7 @@
 """keras_mgr.onednn: TensorFlow's oneDNN switch at import, per machine."""
 
 import os
+import platform
 import subprocess
 import sys
 
@@ -38,29 +39,33 @@ def test_leaves_the_switch_alone(case, reason):
     assert not choice.switched_on and reason in choice.reason
 
 
-def test_import_sets_the_variable_before_tensorflow_loads():
-    """A fresh process: `import keras_mgr` first. Where `choose` says on for
-    this machine, TensorFlow runs oneDNN; TF_ENABLE_ONEDNN_OPTS=0 keeps it off."""
+def _import_first(**variables):
+    """`import keras_mgr` first in a fresh process: (switched on, TensorFlow's oneDNN on)."""
     code = ("import keras_mgr; from tensorflow.python.util import _pywrap_util_port as p; "
             "print('ONEDNN', keras_mgr.onednn.CHOICE.switched_on, p.IsMklEnabled())")
     env = {k: v for k, v in os.environ.items()
            if k not in ("TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTRAOP_THREADS")}
-    env["KERAS_BACKEND"] = "tensorflow"
-    expected = onednn.choose(env, False, __import__("platform").machine(), onednn.cpu_flags(),
+    env.update(KERAS_BACKEND="tensorflow", **variables)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)
+    line = [s for s in out.stdout.splitlines() if s.startswith("ONEDNN")]
+    assert line, out.stderr[-2000:]
+    expected = onednn.choose(env, False, platform.machine(), onednn.cpu_flags(),
                              onednn.usable_cpus()).switched_on
+    return line[0].split()[1:], expected
 
-    def run(extra):
-        out = subprocess.run([sys.executable, "-c", code], env={**env, **extra},
-                             capture_output=True, text=True, timeout=300)
-        line = [s for s in out.stdout.splitlines() if s.startswith("ONEDNN")]
-        assert line, out.stderr[-2000:]
-        return line[0].split()[1:]
 
-    switched, enabled = run({})
+def test_import_sets_the_variable_before_tensorflow_loads():
+    """Where `choose` says on for this machine, TensorFlow runs oneDNN."""
+    (switched, enabled), expected = _import_first()
     assert switched == str(expected)
     if expected:
         assert enabled == "True"
-    assert run({"TF_ENABLE_ONEDNN_OPTS": "0"}) == ["False", "False"]
+
+
+@pytest.mark.slow  # a second fresh process; `choose` has the fast test of the override
+def test_the_variable_set_to_0_keeps_oneDNN_off():
+    assert _import_first(TF_ENABLE_ONEDNN_OPTS="0")[0] == ["False", "False"]
 
 
 def test_wrap_warns_when_oneDNN_meets_one_thread(monkeypatch):
