@@ -12,7 +12,8 @@ machine. It leaves the switch alone when:
   that is the override);
 - TensorFlow is already loaded (too late: its own default stands);
 - the backend is not TensorFlow, or the CPU is not x86-64, or it has
-  AVX-512 (TensorFlow's own default is kept there);
+  AVX-512 (TensorFlow's own default is kept there), or it does not report
+  AVX2 (no `/proc/cpuinfo`, or an older CPU: not measured);
 - TensorFlow would run one intra-op thread (one usable core or
   `TF_NUM_INTRAOP_THREADS=1`): TensorFlow 2.21 with oneDNN on one thread
   corrupts its heap while training a ResNet.
@@ -79,6 +80,9 @@ def choose(environ, tensorflow_loaded, machine, flags, cpus):
         return Choice(False, f"the CPU is {machine}, not x86-64")
     if "avx512f" in flags:
         return Choice(False, "the CPU has AVX-512: TensorFlow's own default is kept")
+    if "avx2" not in flags:
+        return Choice(False, "the CPU does not report AVX2 (or its features are unknown), "
+                             "where the switch was not measured")
     threads = environ.get("TF_NUM_INTRAOP_THREADS", "")
     if cpus < 2 or threads.strip() == "1":
         return Choice(False, "TensorFlow would run one intra-op thread, where TensorFlow 2.21 "

@@ -31,6 +31,8 @@ def test_switches_on_only_on_an_x86_cpu_without_avx512_and_two_threads():
     (dict(loaded=True), "TensorFlow was loaded before keras_mgr"),
     (dict(machine="aarch64"), "aarch64, not x86-64"),
     (dict(flags=AVX512), "has AVX-512"),
+    (dict(flags=frozenset()), "does not report AVX2"),  # no /proc/cpuinfo (macOS)
+    (dict(flags=frozenset({"sse4_2", "avx"})), "does not report AVX2"),
     (dict(cpus=1), "one intra-op thread"),
     (dict(environ={"TF_NUM_INTRAOP_THREADS": "1"}), "one intra-op thread"),
 ])
