@@ -5,9 +5,8 @@ a variance around `stop_gradient(mean)`, normalise, scale and shift): a
 dozen kernels forward and more backward, each a pass over the activations.
 TensorFlow's `FusedBatchNormV3` (oneDNN on CPU, cuDNN on GPU, XLA-compilable)
 computes the same function in one kernel each way, as tf.keras (Keras 2) did
-by default. Measured on the PyTorch reference's 3-block ResNet (batch 64,
-2 CPU cores): the base training step takes 0.118 s instead of 0.157 s
-(docs/benchmarks.md, "Against the same step in PyTorch").
+by default: fewer passes over the activations, a faster step where oneDNN
+runs it (docs/benchmarks.md, "Speed on a CPU without AVX-512").
 
 Same function: outputs and first derivatives equal Keras's to float32
 round-off, and the moving statistics get the same (biased) batch variance.
