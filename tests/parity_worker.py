@@ -26,6 +26,9 @@ CASES = {
     "mgr_microbatches": {"meta_every": 1, "meta_microbatches": 2},
     "mgr_finite_difference": {"meta_every": 1, "meta_gradient": "finite_difference"},
 }
+# Compared by their meta-gradients only: SimSiam's targets stop the inner
+# derivative only (a tape's stop_recording on TensorFlow, recorded targets on JAX).
+META_ONLY = {"mgr_simsiam": {"consistency": "simsiam"}}
 EPOCHS = 2  # of 3 steps (24 images, batch 8)
 # Keras's BatchNormalization takes its variance around stop_gradient(mean) on
 # TensorFlow and exactly on JAX: first derivatives agree, second derivatives
@@ -77,8 +80,9 @@ def meta_gradients(init=None):
     x, y = tiny.data()
     dtype = keras.config.floatx()
     initial, out = {}, {}
-    for case in ("mgr", "metagda", "mgr_microbatches", "mgr_finite_difference"):
-        mode, options = case.split("_")[0], dict(CASES.get(case, {}), meta_every=1)
+    for case in ("mgr", "metagda", "mgr_microbatches", "mgr_finite_difference", "mgr_simsiam"):
+        options = CASES[case] if case in CASES else META_ONLY[case]
+        mode, options = case.split("_")[0], dict(options, meta_every=1)
         model = wrapped(mode, **options)
         if init is not None:
             model.set_weights([init[f"{case}/{i}"].astype(w.dtype)

@@ -113,7 +113,7 @@ def error(tensorflow, jax, _, key):
     return np.linalg.norm(a - b) / np.linalg.norm(a)
 
 
-@pytest.mark.parametrize("case", ["mgr", "metagda", "mgr_microbatches"])
+@pytest.mark.parametrize("case", ["mgr", "metagda", "mgr_microbatches", "mgr_simsiam"])
 def test_meta_gradients_agree_with_the_float64_reference(backends, case):
     for part in ("meta", "inner"):
         assert error(*backends, f"meta/{case}/{part}") < 1e-4, part

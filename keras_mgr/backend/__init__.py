@@ -111,19 +111,9 @@ def run_step(model, arguments, step):
 
 def check_supported(model):
     """Raises a ValueError for what `model` asks of this backend that its step
-    does not do: on JAX, the exact meta step with SimSiam targets (their
-    stop-gradient must stop the inner derivative only) and loss scaling in a
-    meta step."""
+    does not do: on JAX, loss scaling in a meta step."""
     if is_tensorflow() or not model.uses_finder:
         return
-    exact = model.meta_gradient in ("second_order", "random_drift")
-    if exact and getattr(model.regularizer, "consistency", None) == "simsiam":
-        raise ValueError(
-            "On the JAX backend the exact meta step supports consistency 'l2' and "
-            "'cosine'; SimSiam's targets stop the inner derivative only, which this step "
-            "does not yet do on JAX. Use KERAS_BACKEND=tensorflow, another consistency, or "
-            "meta_gradient='finite_difference'. Received: consistency='simsiam', "
-            f"meta_gradient={model.meta_gradient!r}, mode={model.mode!r}")
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None and hasattr(optimizer, "dynamic_scale"):
         raise ValueError(

@@ -114,9 +114,11 @@ def second_order(theta_vars, head_vars, phi_vars, real_loss, regularizations, me
 
     def inner(regularization):
         def gradient(phi_values):
+            stop = _inner_stop(regularization, theta, real_state, phi_values, head_vars, extra)
+
             def weighted_r(values):
                 with substitute(head_vars, values[n:]):
-                    return regularization(values[:n], real_state, phi_values)
+                    return regularization(values[:n], real_state, phi_values, stop)
 
             (weighted, parts), grads = jax.value_and_grad(weighted_r, has_aux=True)(
                 theta + extra)
@@ -148,6 +150,31 @@ def second_order(theta_vars, head_vars, phi_vars, real_loss, regularizations, me
     meta_grads = [ops.cast(scale, g.dtype) * g for g in meta_grads]
     aux.update(parts)
     return meta_grads, grads, loss_val, real + weighted, aux
+
+
+def _inner_stop(regularization, theta, real_state, phi, head_vars, head):
+    """A stop-gradient for the inner derivative only (SimSiam's targets), as
+    `keras_mgr.meta.inner_stop` is on TensorFlow.
+
+    The targets are first computed outside the inner derivative (a forward
+    pass at the given theta, recording what each stop receives: functions of
+    phi alone there); the inner pass then reads those in the same order. The
+    inner gradient sees constants, the outer derivative sees their dependence
+    on phi. Returns None (`ops.stop_gradient`) where R stops nothing, so other
+    distances pay no extra pass.
+    """
+    recorded = []
+
+    def record(t):
+        recorded.append(t)
+        return ops.stop_gradient(t)
+
+    with substitute(head_vars, head):
+        regularization(theta, real_state, phi, record)
+    if not recorded:
+        return None
+    replay = iter(recorded)
+    return lambda t: next(replay)
 
 
 def _mean_parts(part_list):
