@@ -9,7 +9,8 @@ import keras_mgr
 JAX = keras.backend.backend() == "jax"
 
 
-@pytest.mark.parametrize("meta_gradient", ["second_order", "random_drift"])
+@pytest.mark.parametrize("meta_gradient", [
+    "second_order", pytest.param("random_drift", marks=pytest.mark.slow)])
 def test_simsiam_in_the_exact_meta_step_runs_on_every_backend(meta_gradient):
     """Its meta-gradient agrees across backends: test_backend_parity."""
     x, y = tiny.data(8)

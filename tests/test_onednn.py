@@ -57,6 +57,40 @@ def _import_first(**variables):
     return line[0].split()[1:], expected
 
 
+def test_the_package_chooses_before_it_imports_keras():
+    """`keras_mgr/__init__.py` imports onednn before anything that loads
+    TensorFlow (an import sorter once moved it after `import keras`)."""
+    import ast
+
+    path = os.path.join(os.path.dirname(keras_mgr_file()), "__init__.py")
+    imports = [node for node in ast.parse(open(path).read()).body
+               if isinstance(node, (ast.Import, ast.ImportFrom))]
+    names = [alias.name for node in imports for alias in node.names]
+    assert names.index("onednn") < names.index("keras"), names
+    assert names[:names.index("onednn")] == ["os"]
+
+
+def test_choose_at_import_sets_the_variable_only_when_it_switches(monkeypatch):
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    monkeypatch.delitem(sys.modules, "tensorflow")  # restored after the test
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    monkeypatch.setattr(onednn, "cpu_flags", lambda: AVX2)
+    monkeypatch.setattr(onednn, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    assert onednn.choose_at_import().switched_on
+    assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1"
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    assert not onednn.choose_at_import().switched_on
+    assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "0"
+
+
+def keras_mgr_file():
+    import keras_mgr
+
+    return keras_mgr.__file__
+
+
+@pytest.mark.slow  # a fresh process loading TensorFlow; the two tests above are its fast twins
 def test_import_sets_the_variable_before_tensorflow_loads():
     """Where `choose` says on for this machine, TensorFlow runs oneDNN."""
     (switched, enabled), expected = _import_first()
