@@ -48,7 +48,8 @@ def backends(tmp_path_factory):
         for name, norm in (("meta", parity_worker.NORM), ("meta_keras", "keras")):
             saved, parity_worker.NORM = parity_worker.NORM, norm
             try:
-                first, out = parity_worker.meta_gradients()
+                first, out = parity_worker.meta_gradients(
+                    cases=parity_worker.META_CASES if name == "meta" else ("mgr",))
             finally:
                 parity_worker.NORM = saved
             initial.update({f"{name}/{k}": v.astype("float32") if v.dtype == np.float64 else v
