@@ -160,8 +160,8 @@ def _inner_stop(regularization, theta, real_state, phi, head_vars, head):
     pass at the given theta, recording what each stop receives: functions of
     phi alone there); the inner pass then reads those in the same order. The
     inner gradient sees constants, the outer derivative sees their dependence
-    on phi. Returns None (`ops.stop_gradient`) where R stops nothing, so other
-    distances pay no extra pass.
+    on phi. Returns None (`ops.stop_gradient`) where R stops nothing; XLA
+    drops the recording pass's unused work (all of it for those distances).
     """
     recorded = []
 
