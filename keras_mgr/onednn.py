@@ -48,12 +48,10 @@ def cpu_flags():
     there is no such file)."""
     try:
         with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
+            lines = [line for line in fh if line.startswith("flags")]
+    except OSError:  # not Linux
+        lines = []
+    return frozenset(lines[0].split(":", 1)[1].split()) if lines else frozenset()
 
 
 def usable_cpus():
