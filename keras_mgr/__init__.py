@@ -8,20 +8,17 @@ Reference: Yamaguchi et al., "Regularizing Neural Networks with Meta-Learning
 Generative Models", NeurIPS 2023 (arXiv 2307.13899).
 """
 
-import os
-
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
 # Before TensorFlow loads (through keras): TensorFlow reads oneDNN's switch then.
-from keras_mgr import onednn  # noqa: E402, F401
+from keras_mgr import onednn  # noqa: F401
 
 # isort: split
 import keras  # noqa: E402
 
 if keras.backend.backend() not in ("tensorflow", "jax"):
     raise ImportError(
-        "keras_mgr runs on the TensorFlow and JAX backends of Keras; its meta step "
-        "has not been built on the others. Set KERAS_BACKEND=tensorflow or "
+        "keras_mgr runs on the TensorFlow and JAX backends of Keras: its meta step (a "
+        "second derivative through the lookahead, the finder optimizer's state carried "
+        "through the trainer) is built for those two only. Set KERAS_BACKEND=tensorflow or "
         f"KERAS_BACKEND=jax. Received: {keras.backend.backend()!r}"
     )
 

@@ -10,14 +10,15 @@ prints a progress line with the time left every few epochs.
 import os
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # grappler logs harmless errors
 
+import keras_mgr  # noqa: E402  (first: it chooses TensorFlow's CPU kernels before Keras loads)
+
+# isort: split
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-import keras_mgr  # noqa: E402
 from keras_mgr import datasets, generators  # noqa: E402
 from keras_mgr.backbones import small_cnn  # noqa: E402
 

@@ -27,6 +27,7 @@ Example:
 'this CPU has no AVX-512: oneDNN's convolution gradients are faster ...'
 """
 
+import json
 import os
 import platform
 import sys
@@ -54,6 +55,31 @@ def cpu_flags():
     return frozenset(lines[0].split(":", 1)[1].split()) if lines else frozenset()
 
 
+def keras_backend(environ, keras_loaded=None):
+    """The backend Keras loads (or loaded), found as Keras finds it, without
+    importing it: `KERAS_BACKEND`, else `"backend"` in `keras.json` under
+    `KERAS_HOME` (default `~/.keras`, or `/tmp/.keras` where home is not
+    writable), else `"tensorflow"`. `keras_loaded`: the `keras` module where
+    it is already imported (its backend is then fixed)."""
+    loaded = getattr(getattr(keras_loaded, "backend", None), "backend", None)
+    if callable(loaded):  # (a keras still initialising has none yet)
+        return loaded()
+    if environ.get("KERAS_BACKEND"):  # Keras ignores an empty value
+        return environ["KERAS_BACKEND"]
+    if "KERAS_HOME" in environ:
+        home = environ["KERAS_HOME"]
+    else:
+        base = os.path.expanduser("~")
+        home = os.path.join(base if os.access(base, os.W_OK) else "/tmp", ".keras")
+    try:
+        with open(os.path.join(os.path.expanduser(home), "keras.json")) as fh:
+            config = json.load(fh)
+    except (OSError, ValueError):  # no file, or one Keras itself reads as {}
+        return "tensorflow"
+    backend = config.get("backend", "tensorflow") if isinstance(config, dict) else "tensorflow"
+    return backend
+
+
 def usable_cpus():
     """The cores this process may run on (its affinity, where the OS has one)."""
     if hasattr(os, "sched_getaffinity"):
@@ -67,7 +93,7 @@ def choose(environ, tensorflow_loaded, machine, flags, cpus):
     `machine` is `platform.machine()`, `flags` the CPU's feature flags,
     `cpus` the usable core count.
     """
-    backend = environ.get("KERAS_BACKEND", "tensorflow")
+    backend = environ.get("KERAS_BACKEND") or "tensorflow"
     if backend != "tensorflow":
         return Choice(False, f"the Keras backend is {backend!r}")
     if VARIABLE in environ:
@@ -91,7 +117,8 @@ def choose(environ, tensorflow_loaded, machine, flags, cpus):
 
 def choose_at_import():
     """Applies `choose` to this process: sets the variable when it says so."""
-    choice = choose(os.environ, "tensorflow" in sys.modules, platform.machine(), cpu_flags(),
+    environ = dict(os.environ, KERAS_BACKEND=keras_backend(os.environ, sys.modules.get("keras")))
+    choice = choose(environ, "tensorflow" in sys.modules, platform.machine(), cpu_flags(),
                     usable_cpus())
     if choice.switched_on:
         os.environ[VARIABLE] = "1"

@@ -67,7 +67,7 @@ def test_the_package_chooses_before_it_imports_keras():
                if isinstance(node, (ast.Import, ast.ImportFrom))]
     names = [alias.name for node in imports for alias in node.names]
     assert names.index("onednn") < names.index("keras"), names
-    assert names[:names.index("onednn")] == ["os"]
+    assert names[:names.index("onednn")] == []
 
 
 def test_choose_at_import_sets_the_variable_only_when_it_switches(monkeypatch):
@@ -82,6 +82,59 @@ def test_choose_at_import_sets_the_variable_only_when_it_switches(monkeypatch):
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
     assert not onednn.choose_at_import().switched_on
     assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "0"
+
+
+def test_keras_backend_is_found_as_keras_finds_it(tmp_path):
+    home = tmp_path / "keras_home"
+    home.mkdir()
+    config = home / "keras.json"
+    environ = {"KERAS_HOME": str(home)}
+    assert onednn.keras_backend(environ) == "tensorflow"  # no keras.json: Keras's default
+    config.write_text('{"backend": "jax", "floatx": "float32"}')
+    assert onednn.keras_backend(environ) == "jax"
+    assert onednn.keras_backend(dict(environ, KERAS_BACKEND="torch")) == "torch"  # env wins
+    assert onednn.keras_backend(dict(environ, KERAS_BACKEND="")) == "jax"  # empty: unset
+    config.write_text('["jax"]')
+    assert onednn.keras_backend(environ) == "tensorflow"
+    config.write_text("{not json")
+    assert onednn.keras_backend(environ) == "tensorflow"  # Keras reads it as {} too
+    config.write_text('{"floatx": "float32"}')
+    assert onednn.keras_backend(environ) == "tensorflow"
+
+    class Loaded:  # an imported keras: its backend is fixed whatever the files say
+        class backend:
+            backend = staticmethod(lambda: "jax")
+    assert onednn.keras_backend({"KERAS_BACKEND": "tensorflow"}, Loaded) == "jax"
+    # A keras module still initialising (no backend yet): the settings decide.
+    assert onednn.keras_backend({"KERAS_BACKEND": "jax"}, object()) == "jax"
+
+
+def test_choose_at_import_reads_the_backend_from_keras_json(monkeypatch, tmp_path):
+    (tmp_path / "keras.json").write_text('{"backend": "jax"}')
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    monkeypatch.delenv("KERAS_BACKEND")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tensorflow")  # restored after the test
+    monkeypatch.delitem(sys.modules, "keras")
+    monkeypatch.setattr(onednn, "cpu_flags", lambda: AVX2)
+    monkeypatch.setattr(onednn, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    choice = onednn.choose_at_import()
+    assert not choice.switched_on and "backend is 'jax'" in choice.reason
+    assert "TF_ENABLE_ONEDNN_OPTS" not in os.environ
+    assert os.environ.get("KERAS_BACKEND") is None  # keras.json still decides
+
+
+def test_import_keeps_the_backend_that_keras_json_names(tmp_path):
+    """`import keras_mgr` with no KERAS_BACKEND loads the backend of the
+    user's keras.json, as `import keras` does."""
+    (tmp_path / "keras.json").write_text('{"backend": "jax"}')
+    env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND",)}
+    env.update(KERAS_HOME=str(tmp_path), JAX_PLATFORMS="cpu")
+    code = "import keras_mgr, keras; print('BACKEND', keras.backend.backend())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert "BACKEND jax" in out.stdout, out.stderr[-2000:]
 
 
 def keras_mgr_file():
