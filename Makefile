@@ -14,12 +14,12 @@ PYTEST_ARGS ?=
 # there with the reason); `make test-jax` runs every test file under JAX.
 JAX_TESTS := tests/test_backends.py tests/test_failures.py tests/test_saved_fixtures.py
 # The files that run under JAX (`make test-jax`); the others test TensorFlow's
-# own paths (tf.distribute, the fused kernel, mixed precision, tapes).
+# own paths (tf.distribute, the fused kernel, tapes).
 JAX_ALL := $(JAX_TESTS) tests/test_model.py tests/test_errors.py tests/test_saving.py \
 	tests/test_microbatches.py tests/test_finder_options.py tests/test_callbacks.py \
 	tests/test_data_checks.py tests/test_option_checks.py tests/test_saved_options.py \
 	tests/test_failed_writes.py tests/test_regularizer.py tests/test_augment.py \
-	tests/test_generators.py tests/test_layer_contract.py
+	tests/test_generators.py tests/test_layer_contract.py tests/test_mixed_precision.py
 
 .PHONY: setup demo test test-jax test-slow test-latest constraints lint format clean
 

@@ -105,7 +105,6 @@ class MGRModel(saving.Checkpointing, keras.Model):
                     self.meta_accumulation, [v.shape for v in self.finder.trainable_variables],
                     name="meta_accumulator")
         self.regularizer = _required(regularizer, "regularizer", mode)
-        backend.check_supported(self)
         if not self.regularizer.built:
             self.regularizer.build(backbone.output_shape)
         self.sampler = SyntheticSampler(self.latent_dim, self.num_classes, seed=seed)
@@ -177,7 +176,6 @@ class MGRModel(saving.Checkpointing, keras.Model):
         optimizer, loss, metrics, self.finder_optimizer = checks.compile_arguments(
             self, optimizer, loss, metrics, finder_optimizer, kwargs.get("weighted_metrics"))
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
-        backend.check_supported(self)
         # Each optimizer is built on exactly the variables it updates, so that
         # `.keras` saving and BackupAndRestore keep both states.
         self.optimizer.build(self.classifier_variables + self.regularizer.trainable_variables)

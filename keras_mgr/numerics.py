@@ -103,13 +103,32 @@ def apply_if(ok, optimizer, grads, variables, flag=None):
     weight, though momentum may still move the weights on that step.
     """
     if replicas() == 1:
-        run_if(ok, lambda: optimizer.apply(grads, variables),
-               list(variables) + list(optimizer.variables))
+        update = (lambda: optimizer.apply(grads, variables)) if backend.is_tensorflow() \
+            else (lambda: _stateless_apply(optimizer, grads, variables))
+        run_if(ok, update, list(variables) + list(optimizer.variables))
     else:
         grads = [None if g is None else ops.where(ok, g, ops.zeros_like(g)) for g in grads]
         optimizer.apply(grads, variables)
     if flag is not None:
         check_update(flag, optimizer, variables)
+
+
+def _stateless_apply(optimizer, grads, variables):
+    """`optimizer.apply` as Keras's JAX trainer runs it: `stateless_apply`
+    over the values the enclosing stateless step holds, assigned back. (A
+    LossScaleOptimizer's own `apply` assigns inside a `cond`, which leaks
+    tracers under `jax.jit`.)"""
+    built_on = getattr(optimizer, "_trainable_variables", None)
+    if built_on is not None and [id(v) for v in built_on] != [id(v) for v in variables]:
+        raise ValueError(  # stateless_apply pairs values by position: never permute them
+            f"{type(optimizer).__name__} {optimizer.name!r} was built on other variables "
+            "(or in another order) than the update names. Received "
+            f"{[v.path for v in variables]}, built on {[v.path for v in built_on]}")
+    weights, slots = optimizer.stateless_apply(
+        [v.value for v in optimizer.variables], grads, [v.value for v in variables])
+    for variable, value in zip(list(variables) + list(optimizer.variables),
+                               list(weights) + list(slots)):
+        variable.assign(value)
 
 
 def check_update(flag, optimizer, variables):

@@ -147,7 +147,7 @@ class Objective:
                 [functools.partial(regularization, i) for i in range(k)],
                 lambda theta, real_state: self.meta_loss(theta, real_state, x_val, y_val,
                                                          val_weights),
-                ops.cast(optimizer.learning_rate, keras.config.floatx()))
+                optimizer, ops.cast(optimizer.learning_rate, keras.config.floatx()))
         if k > 1:
             return microbatches.second_order(
                 theta_vars, self.regularizer.trainable_variables, phi_vars,
@@ -178,7 +178,7 @@ class Objective:
                 lambda phi: self.synthesize(phi, draws),
                 lambda theta, real_state, images: self.term(theta, real_state, images,
                                                             draws)[0],
-                ops.cast(optimizer.learning_rate, keras.config.floatx()),
+                optimizer, ops.cast(optimizer.learning_rate, keras.config.floatx()),
                 self.finite_difference_epsilon, self.term.weight)
         return meta.finite_difference(
             theta_vars, self.regularizer.trainable_variables, phi_vars,

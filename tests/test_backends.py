@@ -27,6 +27,69 @@ def test_simsiam_with_finite_differences_and_pcr_run_on_every_backend():
         model.fit(x, y, batch_size=8, epochs=2, verbose=0)
 
 
+def _meta_step(model, x, y, x_val, y_val):
+    """(finder meta-gradient, inner gradient, meta loss, total) of one meta
+    step, as NumPy."""
+    import numpy as np
+
+    draws = model.objective.draw(8)
+    meta, inner, meta_loss, total, _ = model.objective.meta_step_gradients(
+        model.classifier_variables, [v.value for v in model.backbone.non_trainable_variables],
+        model.finder.trainable_variables, x, y, draws, x_val, y_val, np.ones(8, "float32"))
+    def flat(grads):
+        return np.concatenate([np.ravel(np.asarray(g)) for g in grads if g is not None])
+    return flat(meta), flat(inner), float(meta_loss), float(total)
+
+
+@pytest.mark.parametrize("meta_gradient, microbatches", [
+    ("second_order", 1), ("second_order", 2), ("finite_difference", 1)])
+def test_loss_scaling_scales_the_inner_gradient_and_not_the_meta_gradient(meta_gradient,
+                                                                          microbatches):
+    """In float32, where scaling changes no rounding that matters: with a
+    LossScaleOptimizer of scale 2^10 the inner gradient (which the optimizer
+    unscales) is 2^10 times the plain one, and the finder's meta-gradient and
+    the logged losses are the plain ones, on every backend (float16's
+    underflow: test_mixed_precision)."""
+    import numpy as np
+
+    x, y = tiny.data(8)
+    x_val, y_val = tiny.data(8, seed=1)
+    options = dict(meta_gradient=meta_gradient, meta_microbatches=microbatches)
+    plain = tiny.wrapped("mgr", **options)
+    scaled = tiny.wrapped("mgr", optimizer=lambda: keras.optimizers.LossScaleOptimizer(
+        keras.optimizers.Adam(1e-3), initial_scale=2.0 ** 10), **options)
+    rng = np.random.default_rng(0)
+    for a, b in zip(scaled.weights, plain.weights):
+        if "finder" in b.path:  # a finder that moves the latents, so phi matters
+            b.assign(b.numpy() + 0.3 * rng.standard_normal(b.shape).astype(b.dtype))
+        a.assign(b.numpy())
+    meta_plain, inner_plain, *losses_plain = _meta_step(plain, x, y, x_val, y_val)
+    meta_scaled, inner_scaled, *losses_scaled = _meta_step(scaled, x, y, x_val, y_val)
+    assert np.linalg.norm(meta_plain) > 0
+    np.testing.assert_allclose(inner_scaled, 2.0 ** 10 * inner_plain, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(meta_scaled, meta_plain, rtol=2e-3,
+                               atol=2e-3 * np.abs(meta_plain).max())
+    np.testing.assert_allclose(losses_scaled, losses_plain, rtol=1e-5)
+
+
+def test_an_update_names_the_variables_its_optimizer_was_built_on():
+    """On JAX an update is `stateless_apply`, which pairs values by position:
+    variables in another order than the optimizer's are refused, not permuted."""
+    import numpy as np
+
+    from keras_mgr import numerics
+
+    a, b = keras.Variable(np.ones(2, "float32"), name="a"), keras.Variable(
+        np.ones(3, "float32"), name="b")
+    optimizer = keras.optimizers.SGD(0.5)
+    optimizer.build([a, b])
+    with pytest.raises(ValueError, match="built on other variables.*Received"):
+        numerics._stateless_apply(optimizer, [np.ones(3, "float32"), np.ones(2, "float32")],
+                                  [b, a])
+    numerics._stateless_apply(optimizer, [np.ones(2, "float32"), np.ones(3, "float32")], [a, b])
+    np.testing.assert_allclose(np.asarray(a.numpy()), 0.5)  # 1 - 0.5 * 1
+
+
 def test_fused_batchnorm_is_tensorflows_kernel():
     """"auto" (the default) fuses on TensorFlow only, silently; True on JAX
     warns and keeps Keras's pass; the saved option stays "auto"."""

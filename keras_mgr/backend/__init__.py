@@ -109,19 +109,6 @@ def run_step(model, arguments, step):
     return jax_step.stateless_step(model, *arguments, step)
 
 
-def check_supported(model):
-    """Raises a ValueError for what `model` asks of this backend that its step
-    does not do: on JAX, loss scaling in a meta step."""
-    if is_tensorflow() or not model.uses_finder:
-        return
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is not None and hasattr(optimizer, "dynamic_scale"):
-        raise ValueError(
-            "On the JAX backend the meta step does not take loss scaling yet: use the "
-            "'float32' or 'bfloat16' dtype policy (no loss scale) or KERAS_BACKEND=tensorflow. "
-            f"Received: a LossScaleOptimizer in mode={model.mode!r}")
-
-
 def step_functions(model):
     """`(plain, meta, first_step, wrap)` for `schedule.alternate`: `model`'s
     compiled training step without and with the meta update, how to read the

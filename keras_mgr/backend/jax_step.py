@@ -20,7 +20,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_mgr import meta
+from keras_mgr import meta, numerics
 
 
 def extra_state(model):
@@ -97,30 +97,38 @@ def _sum_lists(a, b):
 
 
 def second_order(theta_vars, head_vars, phi_vars, real_loss, regularizations, meta_loss,
-                 learning_rate):
+                 optimizer, learning_rate):
     """The exact meta-gradient on JAX; the result as `keras_mgr.meta.second_order`'s.
 
     `regularizations`: one `fn(theta, real_state, phi) -> (weighted, parts)`
     per micro-batch (they sum to `lambda * R`). With one, R's forward and
     inner gradient are taken once and differentiated with `jax.vjp`; with
     k > 1 each slice is recomputed for its second-order pass, one at a time.
+    Under loss scaling the losses are scaled as on TensorFlow: the returned
+    inner gradient is loss-scaled, the meta-gradient is not.
     """
     n = len(theta_vars)
     theta = [v.value for v in theta_vars]
     extra = [v.value for v in head_vars]
     phi = [v.value for v in phi_vars]
-    (real, aux), real_grads = jax.value_and_grad(real_loss, has_aux=True)(theta)
+
+    def scaled_real(values):
+        real, aux = real_loss(values)
+        return optimizer.scale_loss(real), (real, aux)
+
+    (_, (real, aux)), real_grads = jax.value_and_grad(scaled_real, has_aux=True)(theta)
     real_state = aux["real_state"]
 
     def inner(regularization):
         def gradient(phi_values):
             stop = _inner_stop(regularization, theta, real_state, phi_values, head_vars, extra)
 
-            def weighted_r(values):
+            def scaled_r(values):
                 with substitute(head_vars, values[n:]):
-                    return regularization(values[:n], real_state, phi_values, stop)
+                    weighted, parts = regularization(values[:n], real_state, phi_values, stop)
+                return optimizer.scale_loss(weighted), (weighted, parts)
 
-            (weighted, parts), grads = jax.value_and_grad(weighted_r, has_aux=True)(
+            (_, (weighted, parts)), grads = jax.value_and_grad(scaled_r, has_aux=True)(
                 theta + extra)
             return grads, (weighted, parts)
         return gradient
@@ -136,18 +144,26 @@ def second_order(theta_vars, head_vars, phi_vars, real_loss, regularizations, me
             r_grads = grads_i if r_grads is None else _sum_lists(r_grads, grads_i)
             weighted, part_list = weighted + weighted_i, part_list + [parts_i]
         parts = _mean_parts(part_list)
-    grads = _sum_lists(real_grads, r_grads[:n]) + list(r_grads[n:])
-    theta_look = meta.lookahead(theta, grads[:n], learning_rate)
-    loss_val, v = jax.value_and_grad(lambda t: meta_loss(t, real_state))(theta_look)
-    cotangent = [jax.lax.stop_gradient(x) for x in v] + [ops.zeros_like(e) for e in extra]
+    grads = _sum_lists(real_grads, r_grads[:n]) + list(r_grads[n:])  # loss-scaled
+    theta_look = meta.lookahead(theta, numerics.unscale(optimizer, grads[:n]), learning_rate)
+
+    def scaled_val(values):
+        loss_val = meta_loss(values, real_state)
+        return numerics.scale_like(optimizer, loss_val), loss_val
+
+    (_, loss_val), v = jax.value_and_grad(scaled_val, has_aux=True)(theta_look)
+    # The pullback of the loss-scaled inner gradient along the unscaled v: the
+    # scale enters once, as TensorFlow's `<unscale(grad R), v>` has it, and
+    # `meta_scale`'s -eta / scale takes it out.
+    cotangent = ([jax.lax.stop_gradient(x) for x in numerics.unscale(optimizer, v)]
+                 + [ops.zeros_like(e) for e in extra])
     if pullbacks is None:
         pullbacks = [jax.vjp(inner(r), phi, has_aux=True)[1] for r in regularizations]
     meta_grads = None
     for pullback in pullbacks:
         (part,) = pullback(cotangent)
         meta_grads = part if meta_grads is None else _sum_lists(meta_grads, part)
-    scale = -ops.cast(learning_rate, "float32")
-    meta_grads = [ops.cast(scale, g.dtype) * g for g in meta_grads]
+    meta_grads = [meta.meta_scale(optimizer, learning_rate, g.dtype) * g for g in meta_grads]
     aux.update(parts)
     return meta_grads, grads, loss_val, real + weighted, aux
 
@@ -187,16 +203,20 @@ def _mean_parts(part_list):
 
 
 def finite_difference(theta_vars, head_vars, phi_vars, train_loss, meta_loss, synthesize,
-                      synthetic_loss, learning_rate, epsilon, weight):
+                      synthetic_loss, optimizer, learning_rate, epsilon, weight):
     """The DARTS meta-gradient on JAX; arguments and result as
-    `keras_mgr.meta.finite_difference`'s (no loss scaling)."""
+    `keras_mgr.meta.finite_difference`'s."""
     n = len(theta_vars)
     theta = [v.value for v in theta_vars]
     phi = [v.value for v in phi_vars]
     variables = list(theta_vars) + list(head_vars)
-    total, aux, grads = value_and_grad(lambda: train_loss([v.value for v in theta_vars], phi),
-                                       variables)
-    theta_look = meta.lookahead(theta, grads[:n], learning_rate)
+
+    def scaled_total():
+        total, aux = train_loss([v.value for v in theta_vars], phi)
+        return optimizer.scale_loss(total), (total, aux)
+
+    _, (total, aux), grads = value_and_grad(scaled_total, variables)  # loss-scaled
+    theta_look = meta.lookahead(theta, numerics.unscale(optimizer, grads[:n]), learning_rate)
     loss_val, v = jax.value_and_grad(lambda t: meta_loss(t, aux["real_state"]))(theta_look)
     step = meta.finite_difference_epsilon(v, epsilon)
     images, pullback = jax.vjp(synthesize, phi)
