@@ -23,7 +23,7 @@ import tempfile
 
 import numpy as np
 from absl import app, flags
-from machine import describe
+from machine import Machine
 from machine import markdown as machine_markdown
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -58,21 +58,23 @@ def one_run(run, configs, steps, batch_size):
         (name,) = [n for n in os.listdir(out) if n.endswith(".json")]
         with open(os.path.join(out, name)) as fh:
             result = json.load(fh)
-    return result["seconds_per_step"], result["device"]
+    return result["seconds_per_step"], result["device"], result["machine"]
 
 
 def measure(runs, configs, steps, rounds, batch_size):
-    """`{run: {config: [seconds per round]}}` and the device names."""
+    """`{run: {config: [seconds per round]}}`, the device names and each run's
+    machine as its own process recorded it (TensorFlow's oneDNN switch is a
+    child's setting, not this driver's)."""
     seconds = {r: {c: [] for c in configs} for r in runs}
-    devices = {}
+    devices, machines = {}, {}
     for i in range(rounds):
         for run in runs:
-            result, devices[run] = one_run(run, configs, steps, batch_size)
+            result, devices[run], machines[run] = one_run(run, configs, steps, batch_size)
             for c in configs:
                 seconds[run][c].append(result[c])
             print(f"round {i + 1}/{rounds} {run}: "
                   + ", ".join(f"{c} {1e3 * result[c]:.0f} ms" for c in configs), flush=True)
-    return seconds, devices
+    return seconds, devices, machines
 
 
 def report(seconds, devices, steps, batch_size):
@@ -93,14 +95,20 @@ def report(seconds, devices, steps, batch_size):
     return "\n".join(lines) + "\n"
 
 
+def table_machine(machines):
+    """The machine a table is quoted with: as the TensorFlow child recorded it
+    (its oneDNN switch is that process's, not this driver's)."""
+    return Machine(**machines["tensorflow"])
+
+
 def main(argv):
     del argv
     f = flags.FLAGS
     runs = ["tensorflow"] + (["tensorflow+XLA"] if f.xla_tensorflow else []) + ["jax"]
-    seconds, devices = measure(runs, f.configs, f.steps, f.rounds, f.batch_size)
-    here = describe()
+    seconds, devices, machines = measure(runs, f.configs, f.steps, f.rounds, f.batch_size)
+    here = table_machine(machines)
     text = (report(seconds, devices, f.steps, f.batch_size) + "\n"
-            + "\n".join(machine_markdown(here)) + "\n")
+            + "\n".join(machine_markdown(here)) + "\n(as the TensorFlow process recorded it)\n")
     print(text)
     if f.out:
         kind = "gpu" if any("gpu" in d.lower() or "cuda" in d.lower()

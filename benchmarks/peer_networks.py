@@ -14,13 +14,15 @@ networks so that the two step times can be set side by side:
 - finder (16,576): z + Dense(64)(ReLU(Dense(128)(z))), unconditional, last
   layer zero.
 
-BatchNorm uses PyTorch's defaults (epsilon 1e-5, momentum 0.1, i.e. Keras
-momentum 0.9). Differences that do not change the arithmetic: Keras pads a
-stride-2 3x3 convolution of an even size on one side ("same"), PyTorch on
-both; the views are `ViewAugmentation(translate=0.125)` with flip and no
-brightness/contrast (edge padding; the reference pads with zeros); the PCR
-distance is a mean over features where the reference sums them (a factor of
-128 in the loss, none in the cost).
+The backbone's layers follow `keras.config.image_data_format()` (channels
+last unless set otherwise). BatchNorm uses PyTorch's defaults (epsilon 1e-5,
+momentum 0.1, i.e. Keras momentum 0.9). Differences that do not change the
+arithmetic: Keras pads a stride-2 3x3 convolution of an even size on one
+side ("same"), PyTorch on both; the views are
+`ViewAugmentation(translate=0.125)` with flip and no brightness/contrast
+(edge padding; the reference pads with zeros); the PCR distance is a mean
+over features where the reference sums them (a factor of 128 in the loss,
+none in the cost).
 
 Example:
 
@@ -38,7 +40,8 @@ FINDER_HIDDEN = 128
 
 
 def _bn(x, name):
-    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)(x)
+    axis = 1 if keras.config.image_data_format() == "channels_first" else -1
+    return keras.layers.BatchNormalization(axis=axis, momentum=0.9, epsilon=1e-5, name=name)(x)
 
 
 def _conv(x, filters, kernel, stride, name):

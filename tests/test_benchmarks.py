@@ -785,27 +785,65 @@ def test_backends_report_pairs_each_round():
     assert "| mgr | 4000.0 | 6000.0 | 1.50 |" in table
 
 
+def test_backends_keeps_each_process_machine(monkeypatch):
+    """The machine of a table is the TensorFlow child's (its oneDNN switch is
+    set by keras_mgr in that process), never the driver's."""
+    import backends
+
+    def one_run(run, configs, steps, batch_size):
+        return ({c: 0.1 for c in configs}, "CPU:0", {"onednn": run == "tensorflow", "run": run})
+
+    monkeypatch.setattr(backends, "one_run", one_run)
+    _, _, machines = backends.measure(["tensorflow", "jax"], ["base"], 1, 1, 32)
+    assert machines["tensorflow"] == {"onednn": True, "run": "tensorflow"}
+    assert machines["jax"]["run"] == "jax"
+    from machine import Machine, describe
+
+    recorded = dict(describe()._asdict(), onednn=True, cpu="the child's CPU")
+    assert backends.table_machine({"tensorflow": recorded, "jax": {}}) == Machine(**recorded)
+
+
 def test_cpu_breakdown_reports_each_part_per_setting_beside_the_reference():
     import cpu_breakdown
 
+    def parts(scale, step):
+        return {"forward": 10.0 * scale, "forward_backward": 30.0 * scale, "adam": 1.0,
+                "step": step * scale}
+
     def run(scale, onednn):
-        parts = {"forward": 10.0 * scale, "forward_backward": 30.0 * scale, "adam": 1.0,
-                 "step": 32.0 * scale}
-        return {"parts": {"fused": parts, "keras": dict(parts, step=40.0 * scale)},
-                "machine": {"onednn": onednn}}
+        result = {"parts": {"fused": parts(scale, 32.0), "keras": parts(scale, 40.0)},
+                  "machine": {"onednn": onednn}}
+        if onednn:
+            result["parts"]["keras_nchw"] = parts(scale, 48.0)
+        else:
+            result["unsupported"] = {"keras_nchw": "Conv2D takes NHWC only on the CPU"}
+        return result
 
     results = {"runs": {"": [run(1, True), run(3, True)],  # median of 1x and 3x: 2x
                         "TF_ENABLE_ONEDNN_OPTS=0": [run(4, False)] * 2},
+               "jax": [{"parts": {"keras": parts(5, 32.0)}, "jax": "0.10.2"}] * 2,
                "torch": [{"parts": {"torch": {"forward": 20.0, "forward_backward": 50.0,
                                               "adam": 2.0, "step": 64.0}},
                           "torch": "2.13.0", "threads": 2}] * 2}
     md = cpu_breakdown.report(results)
     # forward 20, forward + backward 60, backward 40, Adam 1, step 64 (1.00x PyTorch's 64).
-    assert "| as keras_mgr runs | fused | 20.0 | 60.0 | 40.0 | 1.0 | 64.0 | 1.00 | on |" in md
-    assert "| as keras_mgr runs | keras | 20.0 | 60.0 | 40.0 | 1.0 | 80.0 | 1.25 | on |" in md
-    assert ("| `TF_ENABLE_ONEDNN_OPTS=0` | fused | 40.0 | 120.0 | 80.0 | 1.0 | 128.0 | 2.00 "
-            "| off |") in md
-    assert "| PyTorch 2.13.0, 2 threads | torch | 20.0 | 50.0 | 30.0 | 2.0 | 64.0 | 1.00 |" in md
+    assert ("| TensorFlow as keras_mgr runs | fused | 20.0 | 60.0 | 40.0 | 1.0 | 64.0 | 1.00 "
+            "| on |") in md
+    assert ("| TensorFlow as keras_mgr runs | keras | 20.0 | 60.0 | 40.0 | 1.0 | 80.0 | 1.25 "
+            "| on |") in md
+    assert ("| TensorFlow as keras_mgr runs | keras, NCHW | 20.0 | 60.0 | 40.0 | 1.0 | 96.0 "
+            "| 1.50 | on |") in md
+    assert ("| TensorFlow, `TF_ENABLE_ONEDNN_OPTS=0` | fused | 40.0 | 120.0 | 80.0 | 1.0 | "
+            "128.0 | 2.00 | off |") in md
+    assert ("| TensorFlow, `TF_ENABLE_ONEDNN_OPTS=0` | keras, NCHW | unsupported: Conv2D "
+            "takes NHWC only on the CPU |") in md
+    assert ("| JAX 0.10.2 (XLA) | keras | 50.0 | 150.0 | 100.0 | 1.0 | 160.0 | 2.50 "
+            "| XLA's own |") in md
+    assert ("| PyTorch 2.13.0, 2 threads | torch (NCHW) | 20.0 | 50.0 | 30.0 | 2.0 | 64.0 "
+            "| 1.00 |") in md
+    older = dict(results, runs={"": [run(1, True)]})  # a JSON written before JAX rows
+    del older["jax"]
+    assert "JAX" not in cpu_breakdown.report(older)
     with pytest.raises(ValueError, match="NAME=VALUE.*Received: 'TF_ENABLE_ONEDNN_OPTS'"):
         cpu_breakdown.environment("TF_ENABLE_ONEDNN_OPTS")
 
@@ -814,10 +852,16 @@ def test_cpu_breakdown_reports_each_part_per_setting_beside_the_reference():
 def test_cpu_breakdown_times_every_part_in_a_process_per_setting():
     import cpu_breakdown
 
-    results = cpu_breakdown.measure(["", "TF_ENABLE_ONEDNN_OPTS=0"], rounds=1, repeats=1)
+    results = cpu_breakdown.measure(["", "TF_ENABLE_ONEDNN_OPTS=0"], rounds=1, repeats=1,
+                                    jax=True)
     on, off = (results["runs"][s][0] for s in ("", "TF_ENABLE_ONEDNN_OPTS=0"))
+    (jax_run,) = results["jax"]
     assert off["machine"]["onednn"] is False
-    for run in (on, off):
-        assert set(run["parts"]) == {"fused", "keras"}
-        assert all(run["parts"][bn][part] > 0 for bn in run["parts"]
+    # TensorFlow's own CPU convolutions take NHWC only: the NCHW pass is
+    # recorded as unsupported there, never timed as something else.
+    assert set(off["parts"]) == {"fused", "keras"} and set(off["unsupported"]) == {"keras_nchw"}
+    assert set(jax_run["parts"]) == {"keras", "keras_nchw"}
+    assert set(on["parts"]) == {"fused", "keras", "keras_nchw"}  # oneDNN takes NCHW
+    for run in (on, off, jax_run):
+        assert all(run["parts"][name][part] > 0 for name in run["parts"]
                    for part in cpu_breakdown.PARTS)
