@@ -42,7 +42,10 @@ def _meta_step(model, x, y, x_val, y_val):
 
 
 @pytest.mark.parametrize("meta_gradient, microbatches", [
-    ("second_order", 1), ("second_order", 2), ("finite_difference", 1)])
+    ("second_order", 1), ("finite_difference", 1),
+    # On JAX k > 1 runs the same scaled inner gradient per slice as k = 1
+    # (`jax_step.second_order`'s `inner`); TensorFlow's micro-batches are their own loop.
+    pytest.param("second_order", 2, marks=[pytest.mark.slow] if JAX else [])])
 def test_loss_scaling_scales_the_inner_gradient_and_not_the_meta_gradient(meta_gradient,
                                                                           microbatches):
     """In float32, where scaling changes no rounding that matters: with a
@@ -86,8 +89,10 @@ def test_an_update_names_the_variables_its_optimizer_was_built_on():
     with pytest.raises(ValueError, match="built on other variables.*Received"):
         numerics._stateless_apply(optimizer, [np.ones(3, "float32"), np.ones(2, "float32")],
                                   [b, a])
-    numerics._stateless_apply(optimizer, [np.ones(2, "float32"), np.ones(3, "float32")], [a, b])
-    np.testing.assert_allclose(np.asarray(a.numpy()), 0.5)  # 1 - 0.5 * 1
+    if JAX:  # (TensorFlow has no stateless_apply: its updates are `apply` in a `cond`)
+        numerics._stateless_apply(optimizer, [np.ones(2, "float32"), np.ones(3, "float32")],
+                                  [a, b])
+        np.testing.assert_allclose(np.asarray(a.numpy()), 0.5)  # 1 - 0.5 * 1
 
 
 def test_fused_batchnorm_is_tensorflows_kernel():

@@ -676,11 +676,21 @@ def test_against_torch_reference_writes_into_the_results_folder(monkeypatch, tmp
     assert any("--configs=mgr/mb4" in c for c, _ in calls)  # and alone, for its RSS
 
 
+def test_against_commit_quotes_bad_input(tmp_path):
+    import against_commit
+
+    with pytest.raises(ValueError, match=r"takes mode, :k and @s only\. Received: 'mgr/mb4'"):
+        against_commit.build(None, "then", "mgr/mb4", (8, 8, 1), None, 4, "small_cnn")
+    with pytest.raises(ValueError, match="git archive failed for commit 'no-such-commit'"):
+        against_commit.extract("no-such-commit", str(tmp_path), str(tmp_path))
+
+
+@pytest.mark.slow  # a child process timing two packages; its bad input has the fast test above
 def test_against_commit_times_an_earlier_package_beside_the_working_tree(tmp_path):
     """A repository whose one commit holds a copy of keras_mgr with a marker:
     its configs run that copy (`keras_mgr_then`), the others the working
     tree's, interleaved; the report sets each beside the commit's same
-    schedule. Bad input is quoted."""
+    schedule."""
     import shutil
 
     repo = tmp_path / "repo"
@@ -709,13 +719,6 @@ def test_against_commit_times_an_earlier_package_beside_the_working_tree(tmp_pat
     assert set(rows) == {"base", "mgr", "mgr/mb2"}
     assert rows["mgr"].split("|")[4].strip() == "1.00"  # the commit's own schedule
     assert rows["mgr/mb2"].split("|")[4].strip() not in ("", "-")  # set beside it
-
-    import against_commit
-
-    with pytest.raises(ValueError, match=r"takes mode, :k and @s only\. Received: 'mgr/mb4'"):
-        against_commit.build(None, "then", "mgr/mb4", (8, 8, 1), None, 4, "small_cnn")
-    with pytest.raises(ValueError, match="git archive failed for commit 'no-such-commit'"):
-        against_commit.extract("no-such-commit", str(tmp_path), str(repo))
 
 
 def test_machine_section_by_hand():
