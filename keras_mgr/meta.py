@@ -61,7 +61,7 @@ def perturb(weights, direction, scale):
     ]
 
 
-def finite_difference_epsilon(direction, epsilon):
+def finite_difference_step(direction, epsilon):
     """DARTS step size: `epsilon / ||direction||` (0.01 / ||v|| in the paper)."""
     return epsilon / (global_norm(direction) + 1e-12)
 
@@ -246,7 +246,7 @@ def finite_difference(theta_vars, head_vars, phi_vars, train_loss, meta_loss, sy
         tape_v.watch(theta_look)
         loss_val = meta_loss(theta_look, aux["real_state"])
     v = numerics.replica_gradient(tape_v.gradient(loss_val, theta_look))
-    step = finite_difference_epsilon(v, epsilon)
+    step = finite_difference_step(v, epsilon)
     # One perturbed loss at a time, differentiated w.r.t. the images, then one
     # pass back through a recomputed generator: the peak memory is that of a
     # single PCR step, not of both perturbed passes at once.

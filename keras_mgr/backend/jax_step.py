@@ -218,7 +218,7 @@ def finite_difference(theta_vars, head_vars, phi_vars, train_loss, meta_loss, sy
     _, (total, aux), grads = value_and_grad(scaled_total, variables)  # loss-scaled
     theta_look = meta.lookahead(theta, numerics.unscale(optimizer, grads[:n]), learning_rate)
     loss_val, v = jax.value_and_grad(lambda t: meta_loss(t, aux["real_state"]))(theta_look)
-    step = meta.finite_difference_epsilon(v, epsilon)
+    step = meta.finite_difference_step(v, epsilon)
     images, pullback = jax.vjp(synthesize, phi)
     images = jax.lax.stop_gradient(images)
 
