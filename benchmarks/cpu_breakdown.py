@@ -48,9 +48,15 @@ MEDIAN_MS = """def median_ms(fn, repeats):
 PASSES = (("fused", "fused", "channels_last"), ("keras", "keras", "channels_last"),
           ("keras_nchw", "keras", "channels_first"))
 
+# Every child's batch and loss: the reference's shapes, one seed.
+INPUTS = """rng = np.random.default_rng(0)
+images = rng.uniform(-1, 1, (64, 32, 32, 1)).astype("float32")
+labels = rng.integers(0, 10, 64)
+loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)"""
+
 # Runs in a child process of the given environment: prints one JSON line. A
 # pass the setting cannot run (TensorFlow's own CPU kernels take NHWC only)
-# is recorded as the first line of its error.
+# is recorded as the line of its error that says so.
 KERAS_CHILD = r"""
 import json, sys, time
 sys.path.insert(0, {here!r})
@@ -62,10 +68,8 @@ from machine import describe
 from peer_networks import peer_backbone
 
 {median_ms}
-rng = np.random.default_rng(0)
-images = rng.uniform(-1, 1, (64, 32, 32, 1)).astype("float32")
-y = tf.constant(rng.integers(0, 10, 64))
-loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+{inputs}
+y = tf.constant(labels)
 parts, unsupported = {{}}, {{}}
 for name, batchnorm, layout in {passes!r}:
     keras.config.set_image_data_format(layout)
@@ -107,10 +111,8 @@ import keras, numpy as np, jax, jax.numpy as jnp
 from peer_networks import peer_backbone
 
 {median_ms}
-rng = np.random.default_rng(0)
-images = rng.uniform(-1, 1, (64, 32, 32, 1)).astype("float32")
-y = jnp.asarray(rng.integers(0, 10, 64))
-loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+{inputs}
+y = jnp.asarray(labels)
 parts = {{}}
 for name, batchnorm, layout in {passes!r}:
     if batchnorm != "keras":
@@ -194,12 +196,12 @@ def measure(settings, rounds, repeats, torch_script=None, torch_python=None, jax
             env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3",
                        **environment(setting))
             code = KERAS_CHILD.format(here=HERE, repeats=repeats, median_ms=MEDIAN_MS,
-                                      passes=PASSES)
+                                      passes=PASSES, inputs=INPUTS)
             runs[setting].append(_child([sys.executable, "-c", code], env))
             print(f"{setting or 'as keras_mgr runs'}: {runs[setting][-1]['parts']}", flush=True)
         if jax:
             code = JAX_CHILD.format(here=HERE, repeats=repeats, median_ms=MEDIAN_MS,
-                                    passes=PASSES)
+                                    passes=PASSES, inputs=INPUTS)
             jax_runs.append(_child([sys.executable, "-c", code],
                                    dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")))
             print(f"jax: {jax_runs[-1]['parts']}", flush=True)
