@@ -44,7 +44,7 @@ def _meta_step(model, x, y, x_val, y_val):
 @pytest.mark.parametrize("meta_gradient, microbatches", [
     ("second_order", 1), ("finite_difference", 1),
     # On JAX k > 1 runs the same scaled inner gradient per slice as k = 1
-    # (`jax_step.second_order`'s `inner`); TensorFlow's micro-batches are their own loop.
+    # (`jax_meta.second_order`'s `inner`); TensorFlow's micro-batches are their own loop.
     pytest.param("second_order", 2, marks=[pytest.mark.slow] if JAX else [])])
 def test_loss_scaling_scales_the_inner_gradient_and_not_the_meta_gradient(meta_gradient,
                                                                           microbatches):

@@ -1,8 +1,8 @@
 """What differs between Keras backends, in one place.
 
 `replica`: how many replicas share a step and which one this is. `jax_step`
-(JAX only): the stateless training and test steps of `MGRModel` and their
-meta-gradient. The TensorFlow step is written with `tf.GradientTape` in
+(JAX only): the stateless training and test steps of `MGRModel`; `jax_meta`
+(JAX only): their meta-gradient. The TensorFlow step is written with `tf.GradientTape` in
 `keras_mgr.meta` and `keras_mgr.microbatches`. `tf`: TensorFlow, imported
 when first used, so that keras_mgr imports and trains on JAX on a machine
 without TensorFlow.
