@@ -348,7 +348,7 @@ def breakdown(model, image_shape, batch_size, repeats, jit_compile):
     state = [v.value for v in model.backbone.non_trainable_variables]
     phi = [v.value for v in model.finder.trainable_variables]
     draws = model.objective.draw(sbs)
-    images = model.objective.synthesize(phi, draws)
+    images = model.synthesis(phi, draws)
     compiled = tf.function(jit_compile=jit_compile, autograph=False)
 
     @compiled
@@ -361,7 +361,7 @@ def breakdown(model, image_shape, batch_size, repeats, jit_compile):
 
     @compiled
     def generate():
-        return model.objective.synthesize(phi, model.objective.draw(sbs))
+        return model.synthesis(phi, model.objective.draw(sbs))
 
     @compiled
     def pcr_views():

@@ -47,7 +47,7 @@ class BatchCheck:
         """The check of an `MGRModel`'s batches: images in the generator's
         value range in the modes that use synthetic images."""
         return cls(model.num_classes, model.image_shape,
-                   None if model.term is None else model.regularizer.value_range)
+                   None if model.term is None else model.value_range)
 
     def __call__(self, images, labels):
         """In the step: `(images, class_ids, ok)`; `ok` is False from the

@@ -60,9 +60,9 @@ class MGRModel(saving.Checkpointing, keras.Model):
                  meta_gradient="second_order", finder_learning_rate="auto",
                  synthetic_batch_size=None, meta_batch_size=64, lookahead_training=True,
                  finite_difference_epsilon=0.01, latent_dim=None, image_shape=None,
-                 latent_space="z", synthetic_pool_size=0, meta_holdout_size=0,
-                 checkpoint_generator=True, seed=None, meta_microbatches="auto",
-                 fused_batchnorm="auto", meta_accumulation=1,
+                 value_range=(-1.0, 1.0), latent_space="z", synthetic_pool_size=0,
+                 meta_holdout_size=0, checkpoint_generator=True, seed=None,
+                 meta_microbatches="auto", fused_batchnorm="auto", meta_accumulation=1,
                  **kwargs):
         super().__init__(**kwargs)
         checks.choice("mode", mode, MODES)
@@ -95,6 +95,7 @@ class MGRModel(saving.Checkpointing, keras.Model):
             "finite_difference_epsilon", finite_difference_epsilon, strict=True))
         self.latent_dim = int(latent_dim or generator.latent_dim)
         self.image_shape = tuple(image_shape or backbone.input_shape[1:])
+        self.value_range = tuple(float(v) for v in value_range)  # the generator's images
         self.finder = self.meta_accumulator = None
         self.meta_accumulation = int(number("meta_accumulation", meta_accumulation, 1,
                                             integer=True))
@@ -104,9 +105,14 @@ class MGRModel(saving.Checkpointing, keras.Model):
                 self.meta_accumulator = MetaAccumulator(
                     self.meta_accumulation, [v.shape for v in self.finder.trainable_variables],
                     name="meta_accumulator")
-        self.regularizer = _required(regularizer, "regularizer", mode)
-        if not self.regularizer.built:
-            self.regularizer.build(backbone.output_shape)
+        self.regularizer = None
+        if terms.mode(mode).uses_pcr:
+            self.regularizer = _required(regularizer, "regularizer", mode)
+            if not self.regularizer.built:
+                self.regularizer.build(backbone.output_shape)
+        elif regularizer is not None:
+            raise ValueError(f"Mode {mode!r} has no PCR term, so no regularizer: build the "
+                             f"model with keras_mgr.wrap(). Received: regularizer={regularizer!r}")
         self.sampler = SyntheticSampler(self.latent_dim, self.num_classes, seed=seed)
         self.synthetic_pool_size = number("synthetic_pool_size", synthetic_pool_size, integer=True)
         self.meta_microbatches = checks.count_or_auto("meta_microbatches", terms.resolve_auto(
@@ -178,7 +184,7 @@ class MGRModel(saving.Checkpointing, keras.Model):
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
         # Each optimizer is built on exactly the variables it updates, so that
         # `.keras` saving and BackupAndRestore keep both states.
-        self.optimizer.build(self.classifier_variables + self.regularizer.trainable_variables)
+        self.optimizer.build(self.classifier_variables + self.objective.head_variables)
         if self.uses_finder:
             self.finder_optimizer.build(self.finder.trainable_variables)
 

@@ -30,7 +30,8 @@ class Objective:
         weight: the term's weight.
         synthesis: a `keras_mgr.synthetic.Synthesis` (None in mode base).
         cross_entropy: `fn(labels, logits, sample_weight=None)`, the compiled loss.
-        regularizer: the `MGRRegularizer` (its SimSiam heads train with theta).
+        regularizer: the `MGRRegularizer` of the PCR modes (its SimSiam heads
+            train with theta), else None.
         optimizer: `fn() -> optimizer`, the classifier's (loss scaling, eta).
         meta_gradient: `"second_order"`, `"finite_difference"` or `"random_drift"`.
         lookahead_training: validation pass in training mode.
@@ -69,8 +70,11 @@ class Objective:
         template = ops.zeros((batch_size,) + self.synthesis.image_shape, self.synthesis.dtype)
         return {**draws, **self.term.draw(template)}
 
-    def synthesize(self, phi, draws, return_shift=False):
-        return self.synthesis(phi, draws, return_shift)
+    @property
+    def head_variables(self):
+        """The regularizer's own trainable variables (SimSiam heads), trained
+        with theta; none without PCR."""
+        return [] if self.regularizer is None else self.regularizer.trainable_variables
 
     # Forward passes ----------------------------------------------------
     def forward(self, theta, state, images, training=True):
@@ -101,7 +105,7 @@ class Objective:
     def regularization(self, theta, state, phi, draws, stop_gradient=None):
         """`(weight * R(theta; phi), aux)`, the only term that depends on phi;
         `aux`: `synthetic` (R), `synthetic_state`, `latent_shift`."""
-        images, shift = self.synthesize(phi, draws, return_shift=True)
+        images, shift = self.synthesis(phi, draws, return_shift=True)
         synthetic, synthetic_state = self.term(theta, state, images, draws, stop_gradient)
         aux = {"synthetic": synthetic, "synthetic_state": synthetic_state,
                "latent_shift": shift}
@@ -142,7 +146,7 @@ class Objective:
         if not backend.is_tensorflow():
             regularization = self._microbatch_regularization(draws, k)
             return jax_meta.second_order(
-                theta_vars, self.regularizer.trainable_variables, phi_vars,
+                theta_vars, self.head_variables, phi_vars,
                 lambda theta: self.real_loss(theta, state, x, y, sample_weight),
                 [functools.partial(regularization, i) for i in range(k)],
                 lambda theta, real_state: self.meta_loss(theta, real_state, x_val, y_val,
@@ -150,14 +154,14 @@ class Objective:
                 optimizer, ops.cast(optimizer.learning_rate, keras.config.floatx()))
         if k > 1:
             return microbatches.second_order(
-                theta_vars, self.regularizer.trainable_variables, phi_vars,
+                theta_vars, self.head_variables, phi_vars,
                 lambda theta: self.real_loss(theta, state, x, y, sample_weight),
                 self._microbatch_regularization(draws, k), k,
                 lambda theta, real_state: self.meta_loss(theta, real_state, x_val, y_val,
                                                          val_weights),
                 optimizer, ops.cast(optimizer.learning_rate, keras.config.floatx()))
         return meta.second_order(
-            theta_vars, self.regularizer.trainable_variables, phi_vars,
+            theta_vars, self.head_variables, phi_vars,
             lambda theta: self.real_loss(theta, state, x, y, sample_weight),
             lambda theta, real_state, phi, stop: self.regularization(
                 theta, real_state, phi, draws, stop_gradient=stop),
@@ -170,22 +174,22 @@ class Objective:
         optimizer = self.optimizer()
         if not backend.is_tensorflow():
             return jax_meta.finite_difference(
-                theta_vars, self.regularizer.trainable_variables, phi_vars,
+                theta_vars, self.head_variables, phi_vars,
                 lambda theta, phi: self.train_loss(theta, state, phi, x, y, draws,
                                                    sample_weight),
                 lambda theta, real_state: self.meta_loss(theta, real_state, x_val, y_val,
                                                          val_weights),
-                lambda phi: self.synthesize(phi, draws),
+                lambda phi: self.synthesis(phi, draws),
                 lambda theta, real_state, images: self.term(theta, real_state, images,
                                                             draws)[0],
                 optimizer, ops.cast(optimizer.learning_rate, keras.config.floatx()),
                 self.finite_difference_epsilon, self.term.weight)
         return meta.finite_difference(
-            theta_vars, self.regularizer.trainable_variables, phi_vars,
+            theta_vars, self.head_variables, phi_vars,
             lambda theta, phi: self.train_loss(theta, state, phi, x, y, draws, sample_weight),
             lambda theta, real_state: self.meta_loss(theta, real_state, x_val, y_val,
                                                      val_weights),
-            lambda phi: self.synthesize(phi, draws),
+            lambda phi: self.synthesis(phi, draws),
             lambda theta, real_state, images: self.term(theta, real_state, images, draws)[0],
             optimizer, ops.cast(optimizer.learning_rate, keras.config.floatx()),
             self.finite_difference_epsilon, self.term.weight)

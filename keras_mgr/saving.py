@@ -3,7 +3,7 @@ writes, and `load_model` for checkpoints that left the generator out."""
 
 import keras
 
-from keras_mgr import wrap_checks
+from keras_mgr import terms, wrap_checks
 from keras_mgr.atomic_files import AtomicSaving
 
 # Generators handed to `load_model`, innermost last (a stack: loads may nest).
@@ -66,7 +66,7 @@ PARTS = ("backbone", "head", "generator", "finder", "regularizer")
 OPTIONS = ("num_classes", "mode", "pcr_weight", "gda_weight", "meta_every", "meta_gradient",
            "finder_learning_rate", "synthetic_batch_size", "meta_batch_size",
            "lookahead_training", "finite_difference_epsilon", "latent_dim", "image_shape",
-           "latent_space", "synthetic_pool_size", "meta_holdout_size",
+           "value_range", "latent_space", "synthetic_pool_size", "meta_holdout_size",
            "checkpoint_generator", "seed", "meta_microbatches", "fused_batchnorm",
            "meta_accumulation")
 
@@ -100,6 +100,7 @@ def model_from_config(cls, config):
     # Saved before meta_microbatches existed: the whole-batch pass (1) it ran.
     config.setdefault("meta_microbatches", 1)
     config.setdefault("meta_accumulation", 1)
+    _move_value_range(config)
     supplied = generator_override()
     if config.get("checkpoint_generator", True):
         if supplied is not None:
@@ -124,6 +125,17 @@ def model_from_config(cls, config):
     return cls(**config)
 
 
+def _move_value_range(config):
+    """Files saved while every mode built the PCR regularizer: the generator's
+    value range came from it, and modes without PCR saved one too."""
+    regularizer = config.get("regularizer")
+    if "value_range" not in config:
+        config["value_range"] = (-1.0, 1.0) if regularizer is None else (
+            regularizer["config"]["value_range"])
+    if not terms.mode(config["mode"]).uses_pcr:
+        config["regularizer"] = None
+
+
 def check_supplied_generator(generator, config):
     """Checks a generator given to `load_model` against the saved model's
     config (deserialized parts) as `wrap()` checks one against the backbone."""
@@ -139,9 +151,8 @@ def check_supplied_generator(generator, config):
             f"The generator given to load_model has {classes} classes, but the model "
             f"was saved with num_classes={config['num_classes']}. Received: generator "
             f"{name!r} with num_classes={classes}")
-    value_range = getattr(config["regularizer"], "value_range", None)
-    value_range = None if value_range is None else tuple(map(float, value_range))
-    if None not in (output_range, value_range) and tuple(map(float, output_range)) != value_range:
+    value_range = tuple(map(float, config["value_range"]))
+    if output_range is not None and tuple(map(float, output_range)) != value_range:
         raise ValueError(
             f"The generator given to load_model outputs values in {tuple(output_range)}, "
             f"but the model was saved for images in {value_range}. Received: generator "

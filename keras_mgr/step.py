@@ -18,7 +18,7 @@ from keras_mgr import backend, meta, numerics, random
 class Gradients(NamedTuple):
     """What a step's losses give the updates.
 
-    `grads`: over the classifier then the regularizer's variables, loss-scaled
+    `grads`: over the classifier then the regularizer's heads, loss-scaled
     under mixed precision. `meta_grads` (the finder's) and `meta_loss` are None
     on a step without the meta update. `total`: the step's loss. `aux`: the
     losses' parts (`ce`, `synthetic`, `logits`, `real_state`, ...).
@@ -52,7 +52,7 @@ def gradients(model, x, y, sample_weight, meta_step):
         return model.optimizer.scale_loss(total), (total, aux)
 
     _, (total, aux), grads = backend.value_and_grad(
-        loss, theta_vars + model.regularizer.trainable_variables)
+        loss, theta_vars + model.objective.head_variables)
     return Gradients(None, grads, None, total, aux)
 
 
@@ -65,7 +65,7 @@ def apply(model, result, batch_ok):
                                    result.grads, result.meta_grads or [])
     ok = ops.logical_and(ok, batch_ok)
     numerics.apply_if(ok, model.optimizer, result.grads,
-                      model.classifier_variables + model.regularizer.trainable_variables,
+                      model.classifier_variables + model.objective.head_variables,
                       model.nonfinite)
     if result.meta_grads is not None:
         meta_grads = backend.ordered_after(model.optimizer.iterations.value, result.meta_grads)

@@ -50,7 +50,7 @@ class SyntheticSampler(keras.layers.Layer):
     Example:
 
     >>> sampler = SyntheticSampler(latent_dim=4, num_classes=3, seed=0)
-    >>> z, y = sampler.sample(6)
+    >>> z, y = sampler(batch_size=6)
     >>> sorted(keras.ops.convert_to_numpy(y).tolist())
     [0, 0, 1, 1, 2, 2]
     """
@@ -63,12 +63,9 @@ class SyntheticSampler(keras.layers.Layer):
         self.seed_state = random.seed_state(self, seed)
         self.built = True
 
-    def call(self, reference):
-        """Draws a batch as large as `reference`'s first dimension."""
-        return self.sample(ops.shape(reference)[0])
-
-    def sample(self, batch_size, dtype=None):
-        """Returns `(z, labels)`: `(batch_size, latent_dim)` and `(batch_size,)` int32."""
+    def call(self, batch_size, dtype=None):
+        """The next draw, `(z, labels)`: `(batch_size, latent_dim)` in `dtype`
+        (default the layer's compute dtype) and `(batch_size,)` int32."""
         return balanced_draw(batch_size, self.latent_dim, self.num_classes,
                              random.next_seed(self.seed_state), dtype or self.compute_dtype)
 
@@ -227,7 +224,7 @@ class Synthesis:
 
     def draw(self, batch_size):
         """`{"z", "labels"}`, or `{"pool_index", "labels"}` with a pool."""
-        z, labels = self.sampler.sample(batch_size, dtype=keras.config.floatx())
+        z, labels = self.sampler(batch_size=batch_size, dtype=keras.config.floatx())
         if self.pool is None:
             return {"z": z, "labels": labels}
         images, pool_labels = self.pool

@@ -215,13 +215,12 @@ def wrap(
     option_checks.memory(mode, image_shape, 2 if full else 4, finder_dim, num_classes, checked)
     head = keras.layers.Dense(num_classes, name="head", dtype=full)
     head.build(backbone.output_shape)
-    regularizer = MGRRegularizer(  # SimSiam heads only where PCR runs
-        consistency if terms.mode(mode).uses_pcr else "l2", augmentation=augmentation,
-        value_range=value_range,
-        seed=seed, name="regularizer",
-    )
-    regularizer.build(backbone.output_shape)
-    finder = None  # a mode builds only the parts it uses
+    regularizer = None  # a mode builds only the parts it uses
+    if terms.mode(mode).uses_pcr:
+        regularizer = MGRRegularizer(consistency, augmentation=augmentation,
+                                     value_range=value_range, seed=seed, name="regularizer")
+        regularizer.build(backbone.output_shape)
+    finder = None
     if finder_dim is not None:
         finder = Finder(finder_dim, num_classes, hidden_dim=checked["finder_hidden_dim"],
                         num_layers=checked["finder_num_layers"],
@@ -240,7 +239,8 @@ def wrap(
             finite_difference_epsilon=finite_difference_epsilon,
             meta_microbatches=meta_microbatches,
             meta_accumulation=checked["meta_accumulation"],
-            latent_dim=latent_dim, image_shape=image_shape, latent_space=latent_space,
+            latent_dim=latent_dim, image_shape=image_shape, value_range=value_range,
+            latent_space=latent_space,
             synthetic_pool_size=synthetic_pool_size,
             meta_holdout_size=0 if holdout is None else len(holdout[1]),
             checkpoint_generator=checked["checkpoint_generator"], seed=seed, name=name,

@@ -85,7 +85,7 @@ def test_fresh_finder_column_equals_uniform_then_follows_the_finder():
 
 def test_finder_panel_is_what_training_synthesizes_in_w_space():
     """With latent_space="w" the finder moves mapping(z, y): the panel must be
-    exactly `MGRModel.synthesize`, the images the training step uses."""
+    exactly `MGRModel.synthesis`, the images the training step uses."""
     from test_generator_protocol import MappedGenerator
 
     model = keras_mgr.wrap(tiny.backbone(), MappedGenerator(), latent_space="w", seed=0,
@@ -97,7 +97,7 @@ def test_finder_panel_is_what_training_synthesizes_in_w_space():
     z, labels, _ = callback._fixed_noise()
     phi = [v.value for v in model.finder.trainable_variables]
     draws = {"z": keras.ops.convert_to_tensor(z), "labels": keras.ops.convert_to_tensor(labels)}
-    images = np.asarray(model.objective.synthesize(phi, draws))
+    images = np.asarray(model.synthesis(phi, draws))
     np.testing.assert_allclose(panels["finder"].reshape(images.shape), (images + 1) / 2,
                                atol=1e-6)
     np.testing.assert_allclose(panels["shift"], 0.3 * np.sqrt(7), rtol=1e-5)

@@ -109,7 +109,7 @@ def test_synthetic_loss_and_gradient_scaled_per_replica(mode):
 def test_replicas_draw_different_latents():
     s = strategy()
     model = build("mgr", scope=s)
-    z = s.run(tf.function(lambda: model.sampler.sample(4)[0]))
+    z = s.run(tf.function(lambda: model.sampler(batch_size=4)[0]))
     z0, z1 = (t.numpy() for t in s.experimental_local_results(z))
     assert not np.allclose(z0, z1)
 

@@ -20,7 +20,7 @@ def test_generator_shape_mismatch_and_resize_option():
         wrap(generator=generator)
     model = wrap(generator=generator, resize_synthetic=True)
     phi = [v.value for v in model.finder.trainable_variables]
-    assert model.objective.synthesize(phi, model.objective.draw(2)).shape == (2, 8, 8, 1)
+    assert model.synthesis(phi, model.objective.draw(2)).shape == (2, 8, 8, 1)
     with pytest.raises(ValueError, match=r"channel counts differ.*\(8, 8, 3\)"):
         wrap(generator=tiny.generator(image_shape=(8, 8, 3)), resize_synthetic=True)
 

@@ -35,17 +35,17 @@ def test_sampler_balanced_seeded_and_xla_identical():
 
     sampler = SyntheticSampler(latent_dim=2, num_classes=4, seed=0)
     for n in (4, 10, 3):
-        _, labels = sampler.sample(n)
+        _, labels = sampler(batch_size=n)
         counts = np.bincount(labels.numpy(), minlength=4)
         assert counts.max() - counts.min() <= 1, counts
-    z, _ = SyntheticSampler(2, 4, seed=0).sample(4000)
+    z, _ = SyntheticSampler(2, 4, seed=0)(batch_size=4000)
     assert abs(float(np.mean(z))) < 0.05 and abs(float(np.std(z)) - 1) < 0.05
     a, b = SyntheticSampler(2, 4, seed=5), SyntheticSampler(2, 4, seed=5)
-    za, la = a.sample(6)
-    zb, lb = tf.function(lambda: b.sample(6), jit_compile=True)()
+    za, la = a(batch_size=6)
+    zb, lb = tf.function(lambda: b(batch_size=6), jit_compile=True)()
     np.testing.assert_allclose(za, zb, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(la, lb)
-    assert not np.allclose(za, a.sample(6)[0])  # the state advances
+    assert not np.allclose(za, a(batch_size=6)[0])  # the state advances
     keras.utils.set_random_seed(0)
 
 

@@ -55,7 +55,7 @@ def test_finder_in_w_space():
     assert model.finder.latent_dim == 7
     draws = model.objective.draw(4)
     phi = [v.value for v in model.finder.trainable_variables]
-    np.testing.assert_allclose(model.objective.synthesize(phi, draws),
+    np.testing.assert_allclose(model.synthesis(phi, draws),
                                generator([draws["z"], draws["labels"]]), rtol=1e-6)
     model.compile()
     x, y = tiny.data(16)

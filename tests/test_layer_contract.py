@@ -23,7 +23,8 @@ def _finder():
                   name="finder")
 
 
-# name: (a fresh layer, its input, whether its output is deterministic)
+# name: (a fresh layer, its input (a dict: keyword arguments), whether its output
+# is deterministic)
 CASES = {
     "Finder": (_finder, [LATENTS, LABELS], True),
     "MGRRegularizer": (lambda: MGRRegularizer("simsiam", projection_dim=8, prediction_dim=4,
@@ -31,9 +32,13 @@ CASES = {
                                                   "float32"), True),
     "ViewAugmentation": (lambda: ViewAugmentation(value_range=(-1.0, 1.0), seed=3), IMAGES,
                          False),
-    "SyntheticSampler": (lambda: SyntheticSampler(5, 3, seed=2), IMAGES, False),
+    "SyntheticSampler": (lambda: SyntheticSampler(5, 3, seed=2), {"batch_size": 4}, False),
     "ExactBatchNormalization": (lambda: ExactBatchNormalization(momentum=0.9), IMAGES, True),
 }
+
+
+def _call(layer, inputs):
+    return layer(**inputs) if isinstance(inputs, dict) else layer(inputs)
 
 
 def _numpy(outputs):
@@ -44,21 +49,21 @@ def _numpy(outputs):
 def test_config_round_trip_gives_the_same_layer(name):
     make, inputs, deterministic = CASES[name]
     layer = make()
-    layer(inputs)
+    _call(layer, inputs)
     # Weights away from their initial values (the finder's last layer starts at
     # zero, where a lost max_shift would not show); positive for BatchNorm's variance.
     layer.set_weights([np.abs(RNG.normal(size=w.shape)).astype(w.dtype) + 0.5
                        if w.dtype.kind == "f" else w for w in layer.get_weights()])
-    outputs = layer(inputs)
+    outputs = _call(layer, inputs)
     config = layer.get_config()
     twin = type(layer).from_config(config)
-    twin_outputs = twin(inputs)  # builds it
+    twin_outputs = _call(twin, inputs)  # builds it
     assert twin.get_config() == config
     for a, b in zip(layer.get_weights(), twin.get_weights()):
         assert a.shape == b.shape and a.dtype == b.dtype
     twin.set_weights(layer.get_weights())
     if deterministic:
-        for a, b in zip(_numpy(layer(inputs)), _numpy(twin(inputs))):
+        for a, b in zip(_numpy(_call(layer, inputs)), _numpy(_call(twin, inputs))):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
     else:  # seeded streams: same draws from the same state
         for a, b in zip(_numpy(outputs), _numpy(twin_outputs)):
@@ -69,7 +74,7 @@ def test_config_round_trip_gives_the_same_layer(name):
 def test_serialized_by_its_registered_name(name):
     make, inputs, _ = CASES[name]
     layer = make()
-    layer(inputs)
+    _call(layer, inputs)
     serialized = keras.saving.serialize_keras_object(layer)
     assert serialized["registered_name"] in (f"keras_mgr>{name}", name)
     restored = keras.saving.deserialize_keras_object(serialized)
@@ -80,7 +85,7 @@ def test_serialized_by_its_registered_name(name):
 def test_output_shape_and_dtype(name):
     make, inputs, _ = CASES[name]
     layer = make()
-    outputs = keras.tree.flatten(layer(inputs))
+    outputs = keras.tree.flatten(_call(layer, inputs))
     if hasattr(layer, "compute_output_shape") and name != "SyntheticSampler":
         declared = layer.compute_output_shape(keras.tree.map_structure(
             lambda x: tuple(x.shape), inputs))

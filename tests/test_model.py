@@ -105,7 +105,7 @@ def test_pcr_gradient_never_reaches_head_but_gda_does():
         state = [v.value for v in model.backbone.non_trainable_variables]
         draws = model.objective.draw(8)
         with tf.GradientTape() as tape:
-            images = model.objective.synthesize([], draws)
+            images = model.synthesis([], draws)
             synthetic, _ = model.term(theta, state, images, draws)
         head, backbone = tape.gradient(
             synthetic, [theta[len(model.backbone.trainable_variables):], theta[:1]],
@@ -118,7 +118,7 @@ def test_pcr_gradient_never_reaches_head_but_gda_does():
 def test_fresh_finder_gives_uniform_latents():
     model = build("mgr")
     draws = model.objective.draw(6)
-    finder_images = model.objective.synthesize([v.value for v in model.finder.trainable_variables],
+    finder_images = model.synthesis([v.value for v in model.finder.trainable_variables],
                                      draws)
     uniform_images = model.generator([draws["z"], draws["labels"]])
     np.testing.assert_array_equal(np.asarray(finder_images), np.asarray(uniform_images))
@@ -168,7 +168,7 @@ def test_save_and_load_round_trip(tmp_path):
 def test_synthetic_pool_for_gda_and_pcr():
     model = build("pcr", synthetic_pool_size=20)
     draws = model.objective.draw(6)
-    images = np.asarray(model.objective.synthesize([], draws))
+    images = np.asarray(model.synthesis([], draws))
     pool = np.asarray(model.synthesis.pool[0])
     for image, index, label in zip(images, np.asarray(draws["pool_index"]), draws["labels"]):
         np.testing.assert_array_equal(image, pool[index])
@@ -194,8 +194,11 @@ def test_each_mode_builds_only_the_parts_it_uses(mode, finder, simsiam):
     model.compile()
     assert (model.finder is not None) == finder
     assert (model.finder_optimizer is not None) == finder
+    assert (model.regularizer is not None) == simsiam  # the PCR modes
+    assert model.value_range == (-1.0, 1.0)  # the generator's, held by the model
     # tiny backbone conv (2) + head (2), plus SimSiam's heads where PCR runs.
-    extra = len(model.regularizer.trainable_weights)
+    extra = len(model.regularizer.trainable_weights) if simsiam else 0
     assert (extra > 0) == simsiam
+    assert not any("view_augmentation" in v.path for v in model.weights) or simsiam
     assert len(model.trainable_weights) == 4 + extra + (
         len(model.finder.trainable_weights) if finder else 0)

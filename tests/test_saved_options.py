@@ -43,8 +43,8 @@ def test_every_option_away_from_its_default_round_trips(tmp_path):
             meta_validation_data=(x_val, y_val), checkpoint_generator=False, seed=3,
             meta_microbatches=2, fused_batchnorm=False, finder_hidden_dim=8,
             meta_accumulation=2)
-    pool_model = keras_mgr.wrap(tiny.backbone(), tiny.generator(), mode="pcr",
-                                synthetic_pool_size=12, seed=3)
+    pool_model = keras_mgr.wrap(tiny.backbone(), tiny.generator(output_range=(-2.0, 2.0)),
+                                mode="pcr", synthetic_pool_size=12, seed=3)
     covered = set()
     for model, generator in ((finder_model, mapped), (pool_model, None)):
         loaded = _round_trip(model, str(tmp_path / f"{model.mode}.keras"), generator)
