@@ -22,15 +22,17 @@ def loss_scaled(optimizer):
 
 
 def loss_scale(optimizer):
-    """The optimizer's dynamic loss scale, or the float 1.0 without one."""
+    """What `optimizer.scale_loss` multiplies a loss by: a LossScaleOptimizer's
+    dynamic scale, else the optimizer's `loss_scale_factor`; None without
+    either. (Keras's `apply` divides the gradients by it again.)"""
     scale = getattr(optimizer, "dynamic_scale", None)
-    return 1.0 if scale is None else scale
+    return getattr(optimizer, "loss_scale_factor", None) if scale is None else scale
 
 
 def unscale(optimizer, grads):
     """`grads / loss_scale` (a no-op without loss scaling)."""
     scale = loss_scale(optimizer)
-    if isinstance(scale, float):
+    if scale is None:
         return grads
     return [None if g is None else g / ops.cast(scale, g.dtype) for g in grads]
 
@@ -38,13 +40,13 @@ def unscale(optimizer, grads):
 def scale_like(optimizer, loss):
     """`loss * loss_scale`: the finder's loss scaled as the classifier's is."""
     scale = loss_scale(optimizer)
-    return loss if isinstance(scale, float) else loss * ops.cast(scale, loss.dtype)
+    return loss if scale is None else loss * ops.cast(scale, loss.dtype)
 
 
 def unscale_factor(optimizer):
     """The factor undoing `scale_like` (1.0 without loss scaling)."""
     scale = loss_scale(optimizer)
-    return 1.0 if isinstance(scale, float) else ops.cast(scale, "float32")
+    return 1.0 if scale is None else ops.cast(scale, "float32")
 
 
 def replica_gradient(grads):

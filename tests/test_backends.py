@@ -41,26 +41,35 @@ def _meta_step(model, x, y, x_val, y_val):
     return flat(meta), flat(inner), float(meta_loss), float(total)
 
 
-@pytest.mark.parametrize("meta_gradient, microbatches", [
-    ("second_order", 1), ("finite_difference", 1),
+# The two ways a Keras optimizer scales the loss: a LossScaleOptimizer's
+# dynamic scale (mixed precision), and any optimizer's `loss_scale_factor`.
+SCALED_OPTIMIZERS = {
+    "dynamic": lambda: keras.optimizers.LossScaleOptimizer(
+        keras.optimizers.Adam(1e-3), initial_scale=2.0 ** 10),
+    "factor": lambda: keras.optimizers.Adam(1e-3, loss_scale_factor=2.0 ** 10),
+}
+
+
+@pytest.mark.parametrize("meta_gradient, microbatches, scaling", [
+    ("second_order", 1, "dynamic"), ("finite_difference", 1, "dynamic"),
+    ("second_order", 1, "factor"), ("finite_difference", 1, "factor"),
     # On JAX k > 1 runs the same scaled inner gradient per slice as k = 1
     # (`jax_meta.second_order`'s `inner`); TensorFlow's micro-batches are their own loop.
-    pytest.param("second_order", 2, marks=[pytest.mark.slow] if JAX else [])])
-def test_loss_scaling_scales_the_inner_gradient_and_not_the_meta_gradient(meta_gradient,
-                                                                          microbatches):
+    pytest.param("second_order", 2, "dynamic", marks=[pytest.mark.slow] if JAX else [])])
+def test_loss_scaling_scales_the_inner_gradient_and_not_the_meta_gradient(
+        meta_gradient, microbatches, scaling):
     """In float32, where scaling changes no rounding that matters: with a
-    LossScaleOptimizer of scale 2^10 the inner gradient (which the optimizer
-    unscales) is 2^10 times the plain one, and the finder's meta-gradient and
-    the logged losses are the plain ones, on every backend (float16's
-    underflow: test_mixed_precision)."""
+    loss scale of 2^10 (a LossScaleOptimizer's, or `loss_scale_factor`) the
+    inner gradient (which the optimizer unscales) is 2^10 times the plain
+    one, and the finder's meta-gradient and the logged losses are the plain
+    ones, on every backend (float16's underflow: test_mixed_precision)."""
     import numpy as np
 
     x, y = tiny.data(8)
     x_val, y_val = tiny.data(8, seed=1)
     options = dict(meta_gradient=meta_gradient, meta_microbatches=microbatches)
     plain = tiny.wrapped("mgr", **options)
-    scaled = tiny.wrapped("mgr", optimizer=lambda: keras.optimizers.LossScaleOptimizer(
-        keras.optimizers.Adam(1e-3), initial_scale=2.0 ** 10), **options)
+    scaled = tiny.wrapped("mgr", optimizer=SCALED_OPTIMIZERS[scaling], **options)
     rng = np.random.default_rng(0)
     for a, b in zip(scaled.weights, plain.weights):
         if "finder" in b.path:  # a finder that moves the latents, so phi matters
