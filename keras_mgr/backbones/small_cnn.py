@@ -10,7 +10,7 @@ def small_cnn(image_shape=(32, 32, 1), widths=(32, 64, 128), momentum=0.9, name=
     Returns a functional model mapping images to pooled features, as `wrap()`
     expects. BatchNorm momentum defaults to 0.9: with a few hundred images an
     epoch is a couple of steps, and Keras's 0.99 leaves the moving statistics
-    unconverged (a measured 14% digits accuracy at epoch 25; docs/keras_notes.md).
+    unconverged (docs/keras_notes.md, "Small data").
 
     Args:
         image_shape: `(height, width, channels)`.

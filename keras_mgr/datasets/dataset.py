@@ -26,7 +26,9 @@ class Dataset:
     >>> data = keras_mgr.datasets.load("digits", ratio=0.1)
     >>> data.x_train.shape[1:], data.num_classes
     ((32, 32, 1), 10)
-    >>> for images, labels in data.as_dataset("train", batch_size=32): ...
+    >>> images, labels = next(iter(data.as_dataset("train", batch_size=32)))
+    >>> tuple(images.shape), labels.dtype.name
+    ((32, 32, 32, 1), 'int32')
     """
 
     def __init__(
