@@ -122,6 +122,14 @@ def compile_arguments(model, optimizer, loss, metrics, finder_optimizer, weighte
     if auto_finder:
         finder_optimizer = keras.optimizers.Adam(model.finder_learning_rate, epsilon=1e-12)
     finder_optimizer = keras.optimizers.get(finder_optimizer) if model.uses_finder else None
+    if isinstance(finder_optimizer, keras.optimizers.LossScaleOptimizer) or getattr(
+            finder_optimizer, "loss_scale_factor", None) is not None:
+        raise ValueError(  # its apply() would divide the meta-gradient by the scale
+            "The finder's meta-gradient is computed in float32 and never loss-scaled, so a "
+            "finder optimizer that unscales gradients would shrink it by its scale: pass one "
+            "without loss_scale_factor and not a LossScaleOptimizer. Received: "
+            f"finder_optimizer={type(finder_optimizer).__name__}(loss_scale_factor="
+            f"{finder_optimizer.loss_scale_factor!r})")
     for metric in _leaves(metrics) + _leaves(weighted_metrics):
         if _categorical(metric):
             raise ValueError(

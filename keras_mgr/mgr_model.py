@@ -15,6 +15,7 @@ from keras_mgr import (
     checks,
     multi_worker,
     numerics,
+    option_checks,
     saving,
     schedule,
     step,
@@ -95,7 +96,11 @@ class MGRModel(saving.Checkpointing, keras.Model):
             "finite_difference_epsilon", finite_difference_epsilon, strict=True))
         self.latent_dim = int(latent_dim or generator.latent_dim)
         self.image_shape = tuple(image_shape or backbone.input_shape[1:])
-        self.value_range = tuple(float(v) for v in value_range)  # the generator's images
+        # The generator's images; real ones are checked against it.
+        self.value_range = option_checks.value_range("value_range", value_range)
+        if self.value_range is None:
+            raise ValueError("MGRModel needs value_range, the (low, high) of the generator's "
+                             "images. Received: value_range=None")
         self.finder = self.meta_accumulator = None
         self.meta_accumulation = int(number("meta_accumulation", meta_accumulation, 1,
                                             integer=True))

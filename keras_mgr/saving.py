@@ -128,11 +128,11 @@ def model_from_config(cls, config):
 def _move_value_range(config):
     """Files saved while every mode built the PCR regularizer: the generator's
     value range came from it, and modes without PCR saved one too."""
-    regularizer = config.get("regularizer")
-    if "value_range" not in config:
-        config["value_range"] = (-1.0, 1.0) if regularizer is None else (
-            regularizer["config"]["value_range"])
-    if not terms.mode(config["mode"]).uses_pcr:
+    regularizer = config.get("regularizer") or {}
+    if "value_range" not in config:  # MGRRegularizer's default where it saved none
+        config["value_range"] = regularizer.get("config", {}).get("value_range", (-1.0, 1.0))
+    mode = terms.MODE_TABLE.get(config.get("mode"))  # an unknown mode: MGRModel says so
+    if mode is not None and not mode.uses_pcr:
         config["regularizer"] = None
 
 

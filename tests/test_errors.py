@@ -423,3 +423,14 @@ def test_generator_values_must_lie_in_the_declared_or_assumed_range():
         wrap(generator=_adapter(100.0))
     wrap(generator=_adapter(40.0, 127.5, output_range=(0, 255)), mode="pcr")
     wrap(generator=_adapter(0.3), mode="pcr")  # within [-1, 1] (5% slack) on these latents
+
+
+@pytest.mark.parametrize("optimizer", [
+    lambda: keras.optimizers.Adam(1e-2, loss_scale_factor=1024.0),
+    lambda: keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-2))])
+def test_a_finder_optimizer_that_unscales_is_refused(optimizer):
+    """Its `apply` would divide the meta-gradient, which nothing scaled, by
+    its scale: a finder step 1024 times (or 2^15 times) too small."""
+    with pytest.raises(ValueError, match=r"never loss-scaled.*Received: finder_optimizer="):
+        wrap(mode="mgr").compile(finder_optimizer=optimizer())
+

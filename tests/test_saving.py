@@ -364,3 +364,36 @@ def test_load_model_checks_the_supplied_generators_values(tmp_path):
     with pytest.raises(ValueError, match=r"saved model's value range \[-1, 1\].*Received: "
                                          r"generator output"):
         keras_mgr.load_model(tmp_path / "m.keras", generator=scaled)
+
+
+def _with_config(path, target, **changes):
+    """A copy of the `.keras` file `path` at `target` with `changes` in the
+    model's saved config (a hand-edited or corrupted file)."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(target, "w") as copy:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "config.json":
+                saved = json.loads(data)
+                saved["config"].update(changes)
+                data = json.dumps(saved)
+            copy.writestr(item, data)
+    return target
+
+
+@pytest.mark.parametrize("value_range", ["ab", [-1.0, "x"], None, [1.0], [-1.0, 1.0, 3.0],
+                                         "12", [2.0, -2.0], [float("nan"), 1.0]])
+def test_a_saved_value_range_is_checked_when_loading(tmp_path, value_range):
+    build("gda").save(tmp_path / "m.keras")
+    path = _with_config(tmp_path / "m.keras", tmp_path / "bad.keras", value_range=value_range)
+    with pytest.raises(ValueError, match=r"value_range.*Received: value_range="):
+        keras_mgr.load_model(path)
+
+
+def test_a_saved_unknown_mode_is_named_when_loading(tmp_path):
+    build("gda").save(tmp_path / "m.keras")
+    path = _with_config(tmp_path / "m.keras", tmp_path / "bad.keras", mode="MGR")
+    with pytest.raises(ValueError, match=r"mode must be one of .*Received: mode='MGR'"):
+        keras_mgr.load_model(path)
