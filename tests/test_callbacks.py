@@ -55,6 +55,20 @@ def test_make_grid_places_every_tile_at_its_documented_offset():
         make_grid([panels[0], panels[1][:, :2]])
 
 
+def test_panels_map_the_models_value_range_to_the_unit_range():
+    """A generator that declares no range, with the backbone's input_range
+    (-2, 2) in wrap(): the grid maps (-2, 2), not a default (-1, 1), to (0, 1)."""
+    generator = tiny.generator(output_range=None)
+    model = build("pcr", generator_=generator, input_range=(-2.0, 2.0))
+    assert model.value_range == (-2.0, 2.0)
+    callback = SampleGrid(samples_per_class=2, classes=[1], seed=0)
+    callback.set_model(model)
+    z = np.random.default_rng(0).standard_normal((2, model.latent_dim)).astype("float32")
+    expected = (np.asarray(generator([z, np.array([1, 1], "int32")])) + 2) / 4
+    np.testing.assert_allclose(callback.sample()["uniform"], expected.reshape(1, 2, 8, 8, 1),
+                               atol=1e-6)
+
+
 def test_fresh_finder_column_equals_uniform_then_follows_the_finder():
     model = build("mgr")
     callback = SampleGrid(samples_per_class=4, classes=[2, 0], seed=3)

@@ -121,7 +121,7 @@ class SampleGrid(keras.callbacks.Callback):
         `[0, 1]`; `"shift"` holds the mean `||F(z) - z||` of the finder panel.
         """
         z, labels, classes = self._fixed_noise()
-        value_range = getattr(self.model.generator, "output_range", None) or (-1.0, 1.0)
+        value_range = self.model.value_range  # the generator's, however wrap() learnt it
         shape = (len(classes), self.samples_per_class)
         panels = {}
         for key, use_finder in (("uniform", False), ("finder", True)):
