@@ -103,12 +103,13 @@ def wrap(
             sum; with BatchNorm in the backbone each slice's views use their
             own batch statistics, so it then differs from k = 1 (no accuracy
             difference measured). Must divide the synthetic batch size.
-        meta_accumulation: k; the finder steps every k meta steps, on the
-            mean of their k meta-gradients (1: on each one). One
-            meta-gradient is mostly batch noise; a mean keeps what they share.
             `"auto"`: for mgr 4 slices (else 2) of at least 8 synthetic
             images per replica, else 1 (e.g. 4 at 32, 2 at 16, 1 at 8); 1
             for metagda. 1 is the whole-batch pass as published.
+        meta_accumulation: k; the finder steps every k meta steps, on the
+            mean of their k meta-gradients (1: on each one, as published).
+            One meta-gradient is mostly batch noise; a mean keeps what they
+            share.
         resize_synthetic: resize generator output to the backbone input size
             (otherwise differing sizes are an error).
         input_range: `(low, high)` the backbone expects; defaults to

@@ -102,6 +102,7 @@ def keras_cv_resnet18(image_shape=(32, 32, 3)):
     return features
 
 
+@pytest.mark.slow  # keras_applications and keras-hub backbones train in the fast run
 def test_keras_cv_resnet_backbone_built_offline():
     features = keras_cv_resnet18()
     assert features.count_params() == 11_186_112  # ResNet-18 without its top

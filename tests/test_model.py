@@ -51,9 +51,10 @@ def test_one_hot_labels_train_like_class_ids():
     np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-5)
 
 
-# gda and pcr run in `make test-slow`: metagda and mgr compile the same terms.
-@pytest.mark.parametrize("mode", [pytest.param(m, marks=[pytest.mark.slow] * (m in ("gda", "pcr")))
-                                  for m in MODES])
+# gda, pcr and metagda run in `make test-slow`: mgr compiles the same terms and
+# the finder's meta step.
+@pytest.mark.parametrize("mode", [pytest.param(
+    m, marks=[pytest.mark.slow] * (m in ("gda", "pcr", "metagda"))) for m in MODES])
 def test_jit_compile_matches_graph(mode):
     x, y = tiny.data(8)
     weights = []
