@@ -49,7 +49,7 @@ demo: $(STAMP)
 
 # Two pytest processes, a test file each at a time (pytest-xdist): most of a
 # test's time is single-threaded tracing, so two processes use both cores
-# (576 tests in 8 min 14 s, then the JAX core in 57 s: 9 min 28 s on an idle 2-core machine).
+# (625 tests in 7 min 48 s, then the JAX core in 63 s: 9 min 7 s on an idle 2-core machine).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -n 2 --dist loadfile $(JAX_TESTS) $(PYTEST_ARGS)
