@@ -95,6 +95,15 @@ def run_if(ok, function, written):
         variable.assign(ops.where(ok, variable.value, old))
 
 
+def update_ok(optimizer, loss, grads):
+    """Whether an update from `loss` and its `grads` may be applied: a finite
+    loss and finite gradients, except under loss scaling, where an
+    overflowing gradient is routine and the optimizer must see it (it skips
+    that step and lowers its scale)."""
+    finite = ops.all(ops.isfinite(loss))
+    return finite if loss_scaled(optimizer) else ops.logical_and(finite, all_finite(grads))
+
+
 def apply_if(ok, optimizer, grads, variables, flag=None):
     """`optimizer.apply` only where `ok`, then (given `flag`) `check_update`.
 

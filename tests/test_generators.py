@@ -251,3 +251,25 @@ def test_gan_fit_input_errors_quote_what_was_received(make, message):
         gan.fit(x, y, verbose=0) if y is not None or not isinstance(x, np.ndarray) else (
             gan.fit(x, verbose=0))
     assert int(gan.g_optimizer.iterations) == 0
+
+
+def test_gan_with_loss_scale_optimizers_lowers_the_scale_after_an_overflow():
+    """A LossScaleOptimizer skips an overflowing step and halves its scale
+    itself; the GAN must let it see that step. At an initial scale of 2^127
+    every gradient overflows in float32 until the scale has come down, then
+    the weights move."""
+    gan = ConditionalGAN(num_classes=4, image_shape=(32, 32, 1), seed=0, **TINY)
+
+    def scaled():
+        return keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-3),
+                                                   initial_scale=2.0 ** 127)
+
+    gan.compile(g_optimizer=scaled(), d_optimizer=scaled())
+    images, labels = _batch(8, num_classes=4)
+    gan.fit(images[:2], labels[:2], batch_size=2, epochs=1, verbose=0)
+    before = [w.copy() for w in gan.discriminator.get_weights()]
+    gan.fit(images, labels, batch_size=2, epochs=4, verbose=0)  # 16 steps
+    for optimizer in (gan.d_optimizer, gan.g_optimizer):
+        assert float(optimizer.dynamic_scale.numpy()) < 2.0 ** 127
+    assert any(np.abs(a - b).max() > 0
+               for a, b in zip(before, gan.discriminator.get_weights()))

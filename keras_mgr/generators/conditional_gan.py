@@ -207,7 +207,7 @@ class ConditionalGAN(atomic_files.AtomicSaving, keras.Model):
         weights = discriminator.trainable_variables
         _, d_loss, d_grads = backend.value_and_grad(discriminator_loss, weights,
                                                     self._written)
-        d_ok = numerics.all_finite([d_loss, *d_grads])
+        d_ok = numerics.update_ok(self.d_optimizer, d_loss, d_grads)
         numerics.apply_if(d_ok, self.d_optimizer, d_grads, weights)
 
         # Generator: raise the discriminator's score of fresh fakes.
@@ -220,7 +220,7 @@ class ConditionalGAN(atomic_files.AtomicSaving, keras.Model):
 
         weights = generator.trainable_variables
         _, g_loss, g_grads = backend.value_and_grad(generator_loss, weights, self._written)
-        ok = ops.logical_and(d_ok, numerics.all_finite([g_loss, *g_grads]))
+        ok = ops.logical_and(d_ok, numerics.update_ok(self.g_optimizer, g_loss, g_grads))
         numerics.apply_if(ok, self.g_optimizer, g_grads, weights)
 
         numerics.run_if(ok, self._update_ema, self.ema_generator.weights)
