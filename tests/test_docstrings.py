@@ -36,8 +36,6 @@ def test_the_examples_are_found():
 @pytest.mark.parametrize("name", [
     pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in MODULES])
 def test_examples_run_as_shown(name):
-    if name.startswith("keras_mgr.backend.jax") and keras.backend.backend() != "jax":
-        pytest.skip("a JAX module")
     module = importlib.import_module(name)
     result = doctest.testmod(
         module, extraglobs={"keras_mgr": keras_mgr, "keras": keras, "np": np},
