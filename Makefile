@@ -9,30 +9,31 @@ STAMP := $(VENV)/.installed-$(shell cat $(REQUIREMENTS) | cksum | cut -d' ' -f1)
 # `make test-latest`: the newest releases of everything, in a venv of their own.
 LATEST := .venv-latest
 PYTEST_ARGS ?=
-# The core of the suite, run again under KERAS_BACKEND=jax by `make test`
-# (tests of TensorFlow-only features are marked tensorflow_only and skipped
-# there with the reason); `make test-jax` runs every test file under JAX.
-JAX_TESTS := tests/test_backends.py tests/test_failures.py tests/test_saved_fixtures.py
-# The files that run under JAX (`make test-jax`); the others test TensorFlow's
-# own paths (tf.distribute, the fused kernel, tapes).
-JAX_ALL := $(JAX_TESTS) tests/test_model.py tests/test_errors.py tests/test_saving.py \
+# The core of the suite, run again under KERAS_BACKEND=jax and =torch by
+# `make test` (tests of TensorFlow-only features are marked tensorflow_only
+# and skipped there with the reason).
+CORE_TESTS := tests/test_backends.py tests/test_failures.py tests/test_saved_fixtures.py
+# The files that run under JAX and PyTorch (`make test-jax`, `make test-torch`);
+# the others test TensorFlow's own paths (tf.distribute, the fused kernel, tapes).
+BACKEND_TESTS := $(CORE_TESTS) tests/test_model.py tests/test_errors.py tests/test_saving.py \
 	tests/test_microbatches.py tests/test_finder_options.py tests/test_callbacks.py \
 	tests/test_data_checks.py tests/test_option_checks.py tests/test_saved_options.py \
 	tests/test_failed_writes.py tests/test_regularizer.py tests/test_augment.py \
 	tests/test_generators.py tests/test_layer_contract.py tests/test_mixed_precision.py
 
-.PHONY: setup demo test test-jax test-slow test-latest constraints lint format clean
+.PHONY: setup demo test test-jax test-torch test-slow test-latest constraints lint format clean
 
 setup: $(STAMP)
 
 # Installs the versions the suite was run with (constraints.txt); setup.py's
 # own requirements stay ranges for users.
 $(STAMP): $(REQUIREMENTS)
-	@echo "Setting up $(VENV): TensorFlow (CPU), Keras and the test tools, about 2.3 GB;"
+	@echo "Setting up $(VENV): TensorFlow, JAX and PyTorch (CPU), Keras and the test tools,"
+	@echo "about 3.1 GB;"
 	@echo "about 5 minutes on a first run (pip is quiet meanwhile), seconds afterwards."
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[cpu,jax]" -r requirements-test.txt
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[cpu,jax,torch]" -r requirements-test.txt
 	$(BIN)/python -m pip install -q -c constraints.txt --no-deps -r requirements-nodeps.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
@@ -52,10 +53,14 @@ demo: $(STAMP)
 # (625 tests in 7 min 48 s, then the JAX core in 63 s: 9 min 7 s on an idle 2-core machine).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -n 2 --dist loadfile $(JAX_TESTS) $(PYTEST_ARGS)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -n 2 --dist loadfile $(CORE_TESTS) $(PYTEST_ARGS)
+	KERAS_BACKEND=torch $(BIN)/python -m pytest -q -n 2 --dist loadfile $(CORE_TESTS) $(PYTEST_ARGS)
 
 test-jax: $(STAMP)
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -n 2 --dist loadfile $(JAX_ALL) $(PYTEST_ARGS)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -n 2 --dist loadfile $(BACKEND_TESTS) $(PYTEST_ARGS)
+
+test-torch: $(STAMP)
+	KERAS_BACKEND=torch $(BIN)/python -m pytest -q -n 2 --dist loadfile $(BACKEND_TESTS) $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)

@@ -30,6 +30,9 @@ setuptools.setup(
         "gpu": ["tensorflow[and-cuda]>=2.18"],
         # The JAX backend (KERAS_BACKEND=jax): jax 0.10 needs Python 3.11, 0.11 needs 3.12.
         "jax": ["jax[cpu]>=0.10"],
+        # The PyTorch backend (KERAS_BACKEND=torch); make setup pins 2.13.0, the CPU
+        # build the suite runs with.
+        "torch": ["torch>=2.5"],
         "test": ["pytest", "pytest-xdist", "ruff", "tensorflow-datasets", "matplotlib",
                  "nbclient", "nbformat", "ipykernel", "tensorboard", "keras-cv",
                  "tokenizers", "sentencepiece"],  # = requirements-test.txt

@@ -1,16 +1,17 @@
-"""The step on JAX against the step on TensorFlow: same networks, same batches, one machine.
+"""The step on JAX and on PyTorch against the step on TensorFlow: same networks,
+same batches, one machine.
 
     python benchmarks/backends.py                  # about 15 minutes on 2 idle cores
     python benchmarks/backends.py --rounds=1 --steps=2 --out=   # smoke run
 
 Alternates, `--rounds` times, one `speed.py` process per backend (a backend
-is chosen before Keras loads, so the two cannot share a process) over the
-same configurations, so that machine noise hits both alike. Each backend
+is chosen before Keras loads, so two cannot share a process) over the
+same configurations, so that machine noise hits all alike. Each backend
 runs as `compile(jit_compile="auto")` does on a CPU: TensorFlow without XLA
-(Keras turns it off on CPU-only machines), JAX with it (`--xla_tensorflow`
-adds TensorFlow with XLA). Reported per configuration: each backend's median
-step time over rounds and the median over rounds of the paired ratio
-JAX / TensorFlow (below 1: JAX is faster).
+(Keras turns it off on CPU-only machines), JAX with it, PyTorch eagerly
+(`--xla_tensorflow` adds TensorFlow with XLA; `--backends` picks the others).
+Reported per configuration: each backend's median step time over rounds and
+the median over rounds of each paired ratio to TensorFlow (below 1: faster).
 
 Writes `<out>/backends_<cpu|gpu>.{md,json}`.
 """
@@ -36,12 +37,15 @@ def define_flags():  # at run time only: importing this module defines no flags
     flags.DEFINE_integer("rounds", 3, "Rounds; each runs every backend once.")
     flags.DEFINE_integer("batch_size", 32, "Real (and synthetic) batch size.")
     flags.DEFINE_bool("xla_tensorflow", False, "Also time TensorFlow with XLA.")
+    flags.DEFINE_list("backends", ["jax", "torch"], "Backends timed beside TensorFlow.")
     flags.DEFINE_string("out", "benchmarks/results", "Output folder ('' to print only).")
 
 
 RUNS = {"tensorflow": ["--backend=tensorflow", "--nojit_compile"],
         "tensorflow+XLA": ["--backend=tensorflow", "--jit_compile"],
-        "jax": ["--backend=jax", "--jit_compile"]}
+        "jax": ["--backend=jax", "--jit_compile"],
+        "torch": ["--backend=torch", "--nojit_compile"]}
+NAMES = {"jax": "JAX", "torch": "PyTorch"}
 
 
 def one_run(run, configs, steps, batch_size):
@@ -80,18 +84,24 @@ def measure(runs, configs, steps, rounds, batch_size):
 def report(seconds, devices, steps, batch_size):
     runs = list(seconds)
     configs = list(seconds[runs[0]])
-    lines = [f"# The step on JAX and on TensorFlow ({', '.join(sorted(set(devices.values())))})",
+    others = [r for r in runs if r in NAMES]
+    title = " and ".join(NAMES[r] for r in others)
+    lines = [f"# The step on {title} and on TensorFlow "
+             f"({', '.join(sorted(set(devices.values())))})",
              "", f"small_cnn, images 32x32x1, batch {batch_size} real + {batch_size} "
              f"synthetic; {steps} steps per config and round, "
              f"{len(seconds[runs[0]][configs[0]])} rounds alternating the backends, one "
              "process each; median over rounds. Ratio: median over rounds of the paired "
-             "JAX / TensorFlow step time (below 1: JAX is faster).", "",
-             "| config | " + " | ".join(f"{r} ms / step" for r in runs)
-             + " | JAX / TensorFlow |", "|---" * (len(runs) + 2) + "|"]
+             "step time over TensorFlow's (below 1: faster than TensorFlow).", "",
+             "| config | " + " | ".join(f"{r} ms / step" for r in runs) + " | "
+             + " | ".join(f"{NAMES[r]} / TensorFlow" for r in others) + " |",
+             "|---" * (len(runs) + len(others) + 1) + "|"]
     for c in configs:
         cells = [f"{1e3 * np.median(seconds[r][c]):.1f}" for r in runs]
-        ratio = np.median(np.array(seconds["jax"][c]) / np.array(seconds["tensorflow"][c]))
-        lines.append(f"| {c} | " + " | ".join(cells) + f" | {ratio:.2f} |")
+        ratios = [np.median(np.array(seconds[r][c]) / np.array(seconds["tensorflow"][c]))
+                  for r in others]
+        lines.append(f"| {c} | " + " | ".join(cells) + " | "
+                     + " | ".join(f"{x:.2f}" for x in ratios) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -104,7 +114,10 @@ def table_machine(machines):
 def main(argv):
     del argv
     f = flags.FLAGS
-    runs = ["tensorflow"] + (["tensorflow+XLA"] if f.xla_tensorflow else []) + ["jax"]
+    unknown = sorted(set(f.backends) - set(NAMES))
+    if unknown or not f.backends:
+        raise ValueError(f"--backends takes {sorted(NAMES)}. Received: {f.backends}")
+    runs = ["tensorflow"] + (["tensorflow+XLA"] if f.xla_tensorflow else []) + f.backends
     seconds, devices, machines = measure(runs, f.configs, f.steps, f.rounds, f.batch_size)
     here = table_machine(machines)
     text = (report(seconds, devices, f.steps, f.batch_size) + "\n"

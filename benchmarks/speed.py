@@ -33,8 +33,9 @@ second-order pass (meta_microbatches=1), as every table before that option
 did; wrap()'s default, `"auto"`, is `/mb4` at 32 or 64 synthetic images per
 replica (`/mb2` at 16).
 
-Backends: `--backend=tensorflow` (default) or `--backend=jax` (read before
-Keras loads); one process per backend, so compare the two through their
+Backends: `--backend=tensorflow` (default), `--backend=jax` or
+`--backend=torch` (read before Keras loads; PyTorch runs eagerly, with no
+memory column); one process per backend, so compare them through their
 ratios or with `benchmarks/backends.py`, which alternates them.
 
 Peak memory, the step's working memory. TensorFlow: its allocator statistics
@@ -92,8 +93,8 @@ from keras_mgr.backend import tf  # noqa: E402  (imported on first use: not on J
 from keras_mgr.generators import conditional_generator  # noqa: E402
 
 FLAGS = flags.FLAGS
-_common.define("string", "backend", "tensorflow", "Keras backend: tensorflow or jax (read "
-               "before Keras loads).")
+_common.define("string", "backend", "tensorflow", "Keras backend: tensorflow, jax or torch "
+               "(read before Keras loads).")
 _common.define("integer", "batch_size", 32, "Real batch size.")
 flags.DEFINE_integer("synthetic_batch_size", 0, "Synthetic batch size (0: = batch_size).")
 _common.define("integer", "image_size", 32, "Square image size.")
@@ -196,6 +197,10 @@ def device_name():
         import jax
 
         return str(jax.devices()[0])
+    if keras.backend.backend() == "torch":
+        from keras.src.backend.torch.core import get_device
+
+        return str(get_device())
     return tf.config.list_logical_devices()[-1].name
 
 
@@ -205,6 +210,8 @@ def device_kind():
         import jax
 
         return "gpu" if jax.devices()[0].platform == "gpu" else "cpu"
+    if keras.backend.backend() == "torch":
+        return "gpu" if device_name().startswith("cuda") else "cpu"
     return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
 
 
@@ -232,9 +239,9 @@ def _memory():
     """`(device, {"current", "peak"})` of TensorFlow's allocator, or an error
     naming the fix (never a silent 0). `(device, None)` when the run asked for
     TensorFlow's default CPU allocator (`TF_CPU_ALLOCATOR_USE_BFC=false`, e.g.
-    to compare process RSS with another framework), and on JAX (see
-    `compiled_step_memory`): no allocator column then."""
-    if keras.backend.backend() == "jax":
+    to compare process RSS with another framework), on JAX (see
+    `compiled_step_memory`) and on PyTorch: no allocator column then."""
+    if keras.backend.backend() in ("jax", "torch"):
         return device_name(), None
     device = "GPU:0" if tf.config.list_physical_devices("GPU") else "CPU:0"
     if device == "CPU:0" and os.environ.get("TF_CPU_ALLOCATOR_USE_BFC") == "false":

@@ -14,12 +14,11 @@ from keras_mgr import onednn  # noqa: F401
 # isort: split
 import keras  # noqa: E402
 
-if keras.backend.backend() not in ("tensorflow", "jax"):
+if keras.backend.backend() not in ("tensorflow", "jax", "torch"):
     raise ImportError(
-        "keras_mgr runs on the TensorFlow and JAX backends of Keras: its meta step (a "
-        "second derivative through the lookahead, the finder optimizer's state carried "
-        "through the trainer) is built for those two only. Set KERAS_BACKEND=tensorflow or "
-        f"KERAS_BACKEND=jax. Received: {keras.backend.backend()!r}"
+        "keras_mgr runs on the TensorFlow, JAX and PyTorch backends of Keras: its meta "
+        "step (a second derivative through the lookahead) is built for those three. Set "
+        f"KERAS_BACKEND to one of them. Received: {keras.backend.backend()!r}"
     )
 
 from keras_mgr import backbones, callbacks, datasets, generators, layers  # noqa: E402

@@ -212,6 +212,23 @@ class BatchCheck:
         return f"images of shape (batch, {dims})"
 
 
+def build_batch(model, iterator, data_batch):
+    """The first batch as Keras's `_symbolic_build` takes it on JAX and
+    PyTorch (fit and evaluate), its labels as the class ids the step turns
+    them into (Keras would build the metrics on one-hot rows); no labels: the
+    step's ValueError (`BatchCheck`), before Keras fails on None."""
+    if data_batch is None:
+        for _, _, data in iterator:
+            data_batch = data[0] if isinstance(data, (list, tuple)) else next(data)
+            break
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data_batch)
+    if y is None:
+        model.batch_check(x, y)
+    if len(y.shape) == 2:
+        y = np.zeros(y.shape[:1], "int32")
+    return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
+
+
 def make_checked_test_function(model, force=False):
     """`keras.Model.make_test_function`, its function then followed by the
     host's read of `model.batch_check` (`evaluate`, `fit`'s validation and
@@ -219,7 +236,7 @@ def make_checked_test_function(model, force=False):
     if model.test_function is None or force:
         keras.Model.make_test_function(model, force)
         wrap = None
-        if not backend.is_tensorflow():
+        if backend.is_jax():
             from keras_mgr.backend import jax_step
 
             wrap = jax_step.flag_reader(model, [model.batch_check.state])

@@ -94,7 +94,7 @@ def train_classifier(data, generator, mode, seed, epochs, batch_size, learning_r
 # Seconds per step on an idle 2-core CPU, compilation included: GAN, base and
 # mgr measured by `make demo` (300 GAN epochs: 129 s; 40 classifier epochs:
 # base 21 s, mgr 57 s); gda, metagda and pcr scaled from benchmarks/speed.py's
-# ratios to base. For the duration each phase announces.
+# ratios to base. For the duration each phase announces (TensorFlow's).
 SECONDS_PER_STEP = {"gan": 0.215, "base": 0.13, "gda": 0.2, "metagda": 0.5,
                     "pcr": 0.3, "mgr": 0.36}
 
@@ -163,10 +163,13 @@ def main(argv):
     per_mode = {m: SECONDS_PER_STEP.get(m, 0.2) * _steps(n, FLAGS.batch_size, FLAGS.epochs)
                 for m in modes}
     total = len(seeds) * (gan_seconds + sum(per_mode.values()))
+    where = "on an idle 2-core CPU"
+    if keras.backend.backend() != "tensorflow":  # the times above are TensorFlow's
+        where = (f"with TensorFlow {where}; the {keras.backend.backend()} backend is slower "
+                 "on a CPU (docs/benchmarks.md)")
     print(f"keras_mgr demo: digits, {FLAGS.ratio:.0%} subset, modes {', '.join(modes)}, "
-          f"seeds {','.join(map(str, seeds))}.\nExpected: about {_duration(total)} on an "
-          "idle 2-core CPU (longer on a busy one; each phase prints the time left).",
-          flush=True)
+          f"seeds {','.join(map(str, seeds))}.\nExpected: about {_duration(total)} {where} "
+          "(longer on a busy one; each phase prints the time left).", flush=True)
     results = {mode: [] for mode in modes}
     for seed in seeds:
         data = datasets.load("digits", ratio=FLAGS.ratio, seed=seed,

@@ -77,7 +77,7 @@ class Finder(keras.Model):
         self.built = True
 
     def call(self, inputs):
-        z, labels = inputs
+        z, labels = ops.convert_to_tensor(inputs[0]), inputs[1]
         h = z
         if self.conditional:
             onehot = ops.one_hot(ops.cast(labels, "int32"), self.num_classes, dtype=z.dtype)

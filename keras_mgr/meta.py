@@ -85,8 +85,10 @@ def validation_gradient(theta, grads, n, meta_loss, real_state, optimizer, learn
     return loss_val, tape_v.gradient(scaled_val, theta_look)
 
 
-def _add(grads, more):  # two gradient lists whose entries may be None
+def add_gradients(grads, more):
+    """The sum of two gradient lists whose entries may be None (None + None is None)."""
     return [a if b is None else (b if a is None else a + b) for a, b in zip(grads, more)]
+
 
 
 def inner_stop(tape):
@@ -156,7 +158,7 @@ def second_order_pass(theta, head_vars, phi, regularization, optimizer, directio
             theta = [tf.identity(t) for t in theta]
             head = [tf.identity(v.value) for v in head_vars]
             inner.watch(theta + head)
-            with _substitute(head_vars, head), unfused():
+            with substitute(head_vars, head), unfused():
                 weighted, parts = regularization(theta, phi, inner_stop(inner))
             scaled = optimizer.scale_loss(weighted)
         inner_grads = inner.gradient(scaled, theta + head)  # loss-scaled
@@ -200,7 +202,7 @@ def second_order(theta_vars, head_vars, phi_vars, real_loss, regularization, met
                                            real_loss, optimizer)
 
     def direction(r_grads):  # v at the lookahead along the whole inner gradient
-        grads = _add(real_grads, r_grads)
+        grads = add_gradients(real_grads, r_grads)
         loss_val, v = validation_gradient(theta, grads, n, meta_loss, aux["real_state"],
                                           optimizer, learning_rate)
         return v, (grads, loss_val)
@@ -274,12 +276,10 @@ def finite_difference(theta_vars, head_vars, phi_vars, train_loss, meta_loss, sy
     return meta_grads, grads, loss_val, total, aux
 
 
-class _substitute:
-    """Within the block, reads of `variables` return `values` (SimSiam heads).
-
-    The inner gradient of the meta step (reused by the real update) must cover the SimSiam heads too
-    (it is reused for the real update), so they are read as watched tensors.
-    """
+class substitute:
+    """Within the block, reads of `variables` return `values`: the SimSiam
+    heads, read as tensors to differentiate (the inner gradient, reused by
+    the real update, covers them)."""
 
     def __init__(self, variables, values):
         self.scope = keras.StatelessScope(

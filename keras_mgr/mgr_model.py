@@ -3,7 +3,7 @@
 The method's parts live in `terms` (the modes), `synthetic` (images),
 `objective` (losses as pure functions), `step` (one training step), `meta`
 (meta-gradients), `validation_buffer`, `numerics`, `schedule` (host side),
-`saving`, and `backend` (what differs between TensorFlow and JAX).
+`saving`, and `backend` (what differs between TensorFlow, JAX and PyTorch).
 """
 
 import keras
@@ -21,7 +21,7 @@ from keras_mgr import (
     step,
     terms,
 )
-from keras_mgr.batch_checks import BatchCheck, make_checked_test_function
+from keras_mgr.batch_checks import BatchCheck, build_batch, make_checked_test_function
 from keras_mgr.batchnorm.fused import fuse as fuse_batchnorm
 from keras_mgr.data_checks import evaluate_arguments, fit_arguments, predict_arguments
 from keras_mgr.meta_accumulation import MetaAccumulator
@@ -31,7 +31,7 @@ from keras_mgr.synthetic import Synthesis, SyntheticSampler, make_pool
 from keras_mgr.utils import Untracked, dataset_fit_kwargs, full_precision
 from keras_mgr.validation_buffer import ValidationBuffer
 
-if not backend.is_tensorflow():
+if backend.is_jax():
     from keras_mgr.backend import jax_step
 
 MODES = terms.MODES
@@ -187,6 +187,7 @@ class MGRModel(saving.Checkpointing, keras.Model):
         optimizer, loss, metrics, self.finder_optimizer = checks.compile_arguments(
             self, optimizer, loss, metrics, finder_optimizer, kwargs.get("weighted_metrics"))
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        backend.check_compiled(self)
         # Each optimizer is built on exactly the variables it updates, so that
         # `.keras` saving and BackupAndRestore keep both states.
         self.optimizer.build(self.classifier_variables + self.objective.head_variables)
@@ -207,7 +208,7 @@ class MGRModel(saving.Checkpointing, keras.Model):
         return saving.model_from_config(cls, config)
 
     def train_step(self, *args):
-        """`train_step(data)` on TensorFlow, `train_step(state, data)` on JAX."""
+        """`train_step(data)`; `train_step(state, data)` on JAX."""
         return self._step(args, meta_step=False)
 
     def meta_train_step(self, *args):
@@ -227,8 +228,8 @@ class MGRModel(saving.Checkpointing, keras.Model):
         return multi_worker.step_logs(self, step.track(self, x, y, sample_weight, result))
 
     def test_step(self, *args):
-        """`test_step(data)` on TensorFlow, `test_step(state, data)` on JAX."""
-        if backend.is_tensorflow():
+        """`test_step(data)`; `test_step(state, data)` on JAX."""
+        if not backend.is_jax():
             return self._test_step(*args)
         return jax_step.test_step(self, *args)
 
@@ -239,13 +240,13 @@ class MGRModel(saving.Checkpointing, keras.Model):
     def non_trainable_variables(self):
         """Keras's, and on JAX what else the step writes (`jax_step.extra_state`)."""
         variables = super().non_trainable_variables
-        return variables if backend.is_tensorflow() else variables + jax_step.extra_state(self)
+        return variables + jax_step.extra_state(self) if backend.is_jax() else variables
 
     def _symbolic_build(self, iterator=None, data_batch=None):
-        # On JAX Keras builds the metrics on the first batch: give them labels
-        # as the step does (class ids), not one-hot rows.
+        # On JAX and PyTorch Keras builds the metrics on the first batch: give
+        # them labels as the step does (class ids), not one-hot rows.
         if not backend.is_tensorflow():
-            iterator, data_batch = None, jax_step.build_batch(self, iterator, data_batch)
+            iterator, data_batch = None, build_batch(self, iterator, data_batch)
         return super()._symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):

@@ -87,3 +87,13 @@ def _accumulate(acc, grads):  # a None gradient leaves its (zero) slot unchanged
 
 def _f32(x):
     return ops.cast(x, "float32")
+
+
+def mean_parts(part_list):
+    """Micro-batches' `parts` as one: R and the latent shift averaged, the
+    last slice's BatchNorm state (as the loop above carries it), on
+    backends whose micro-batches are a Python loop (JAX, PyTorch)."""
+    k = len(part_list)
+    return {"synthetic": sum(_f32(p["synthetic"]) for p in part_list) / k,
+            "latent_shift": sum(_f32(p["latent_shift"]) for p in part_list) / k,
+            "synthetic_state": part_list[-1]["synthetic_state"]}

@@ -84,9 +84,9 @@ def all_finite(tensors):
 
 def run_if(ok, function, written):
     """Runs `function` (which assigns to `written`) only where `ok`: a `cond`
-    on TensorFlow; on JAX, whose step is stateless, it runs and its results
-    are kept only where `ok`."""
-    if backend.is_tensorflow():
+    on TensorFlow and PyTorch; on JAX, whose step is stateless, it runs and
+    its results are kept only where `ok`."""
+    if not backend.is_jax():
         ops.cond(ok, function, lambda: None)
         return
     before = [v.value for v in written]
@@ -114,14 +114,22 @@ def apply_if(ok, optimizer, grads, variables, flag=None):
     weight, though momentum may still move the weights on that step.
     """
     if replicas() == 1:
-        update = (lambda: optimizer.apply(grads, variables)) if backend.is_tensorflow() \
-            else (lambda: _stateless_apply(optimizer, grads, variables))
-        run_if(ok, update, list(variables) + list(optimizer.variables))
+        run_if(ok, lambda: _apply(optimizer, grads, variables),
+               list(variables) + list(optimizer.variables))
     else:
         grads = [None if g is None else ops.where(ok, g, ops.zeros_like(g)) for g in grads]
         optimizer.apply(grads, variables)
     if flag is not None:
         check_update(flag, optimizer, variables)
+
+
+def _apply(optimizer, grads, variables):
+    """`optimizer.apply`: statelessly on JAX (`_stateless_apply`), outside
+    autograd's recording on PyTorch (in-place updates of leaf parameters)."""
+    if backend.is_jax():
+        return _stateless_apply(optimizer, grads, variables)
+    with backend.no_grad():
+        return optimizer.apply(grads, variables)
 
 
 def _stateless_apply(optimizer, grads, variables):

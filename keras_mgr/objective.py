@@ -16,9 +16,6 @@ from keras import ops
 from keras_mgr import backend, meta, microbatches, numerics, terms
 from keras_mgr.utils import full_precision
 
-if not backend.is_tensorflow():
-    from keras_mgr.backend import jax_meta
-
 
 class Objective:
     """The losses of one step.
@@ -145,7 +142,7 @@ class Objective:
                                int(draws["labels"].shape[0]))
         if not backend.is_tensorflow():
             regularization = self._microbatch_regularization(draws, k)
-            return jax_meta.second_order(
+            return backend.meta_gradients().second_order(
                 theta_vars, self.head_variables, phi_vars,
                 lambda theta: self.real_loss(theta, state, x, y, sample_weight),
                 [functools.partial(regularization, i) for i in range(k)],
@@ -173,7 +170,7 @@ class Objective:
                            val_weights, sample_weight=None):
         optimizer = self.optimizer()
         if not backend.is_tensorflow():
-            return jax_meta.finite_difference(
+            return backend.meta_gradients().finite_difference(
                 theta_vars, self.head_variables, phi_vars,
                 lambda theta, phi: self.train_loss(theta, state, phi, x, y, draws,
                                                    sample_weight),

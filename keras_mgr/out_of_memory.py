@@ -9,7 +9,8 @@ from keras_mgr import backend, terms
 def hint(model):
     """Re-raises `fit`'s out-of-memory error (same type) with what lowers the
     step's peak memory, quoting the model's settings: TensorFlow's
-    `ResourceExhaustedError`, XLA's `RESOURCE_EXHAUSTED` runtime error on JAX."""
+    `ResourceExhaustedError`, XLA's `RESOURCE_EXHAUSTED` runtime error on JAX,
+    `torch.OutOfMemoryError` on PyTorch."""
     try:
         yield
     except Exception as error:
@@ -18,7 +19,12 @@ def hint(model):
                 raise
             raise type(error)(error.node_def, error.op,
                               f"{message(model)}\n{error.message}") from error
-        if "RESOURCE_EXHAUSTED" not in str(error):
+        if backend.name() == "torch":
+            import torch
+
+            if not isinstance(error, torch.OutOfMemoryError):
+                raise
+        elif "RESOURCE_EXHAUSTED" not in str(error):
             raise
         raise type(error)(f"{message(model)}\n{error}") from error
 

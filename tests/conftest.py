@@ -17,7 +17,11 @@ import pytest  # noqa: E402
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "tensorflow_only(reason): a test of what only the TensorFlow backend "
-        "has or does (skipped, with the reason, under KERAS_BACKEND=jax)")
+        "has or does (skipped, with the reason, under another KERAS_BACKEND)")
+    config.addinivalue_line(
+        "markers", "compiled(reason): a test of jit_compile=True or steps_per_execution > 1, "
+        "which keras_mgr refuses on PyTorch (skipped there with the reason; the refusal is "
+        "tested in test_backends)")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -27,6 +31,9 @@ def pytest_collection_modifyitems(config, items):
         marker = item.get_closest_marker("tensorflow_only")
         if marker is not None:
             item.add_marker(pytest.mark.skip(reason="TensorFlow only: " + marker.args[0]))
+        marker = item.get_closest_marker("compiled")
+        if marker is not None and keras.backend.backend() == "torch":
+            item.add_marker(pytest.mark.skip(reason="Not on PyTorch: " + marker.args[0]))
 
 
 @pytest.fixture

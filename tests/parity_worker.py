@@ -137,7 +137,9 @@ if __name__ == "__main__":
     initial, outputs = run_all(init)
     if init is None:
         np.savez(init_path, **initial)
-    import jax
+    devices = 1
+    if os.environ.get("PARITY_DATA_PARALLEL"):
+        import jax
 
-    np.savez(out_path, devices=len(jax.devices()) if os.environ.get("PARITY_DATA_PARALLEL")
-             else 1, **outputs)
+        devices = len(jax.devices())
+    np.savez(out_path, devices=devices, **outputs)

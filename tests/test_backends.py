@@ -7,6 +7,8 @@ import tiny
 import keras_mgr
 
 JAX = keras.backend.backend() == "jax"
+TENSORFLOW = keras.backend.backend() == "tensorflow"
+TORCH = keras.backend.backend() == "torch"
 
 
 @pytest.mark.parametrize("meta_gradient", [
@@ -53,9 +55,10 @@ SCALED_OPTIMIZERS = {
 @pytest.mark.parametrize("meta_gradient, microbatches, scaling", [
     ("second_order", 1, "dynamic"), ("finite_difference", 1, "dynamic"),
     ("second_order", 1, "factor"), ("finite_difference", 1, "factor"),
-    # On JAX k > 1 runs the same scaled inner gradient per slice as k = 1
-    # (`jax_meta.second_order`'s `inner`); TensorFlow's micro-batches are their own loop.
-    pytest.param("second_order", 2, "dynamic", marks=[pytest.mark.slow] if JAX else [])])
+    # On JAX and PyTorch k > 1 runs the same scaled inner gradient per slice as
+    # k = 1 (`inner` in jax_meta and torch_meta); TensorFlow's micro-batches are their own loop.
+    pytest.param("second_order", 2, "dynamic",
+                 marks=[] if TENSORFLOW else [pytest.mark.slow])])
 def test_loss_scaling_scales_the_inner_gradient_and_not_the_meta_gradient(
         meta_gradient, microbatches, scaling):
     """In float32, where scaling changes no rounding that matters: with a
@@ -84,6 +87,38 @@ def test_loss_scaling_scales_the_inner_gradient_and_not_the_meta_gradient(
     np.testing.assert_allclose(losses_scaled, losses_plain, rtol=1e-5)
 
 
+@pytest.mark.skipif(not TORCH, reason="what PyTorch refuses (other backends run both)")
+@pytest.mark.parametrize("option, message", [
+    ({"jit_compile": True}, r"runs eagerly on the PyTorch backend.*torch.compile.*"
+                            r"Received: jit_compile=True"),
+    ({"steps_per_execution": 2}, r"steps_per_execution must be 1 on the PyTorch backend.*"
+                                 r"Received: steps_per_execution=2")])
+def test_pytorch_refuses_what_its_eager_step_cannot_run(option, message):
+    """Not silently run some other way: `jit_compile=True` would hand the test
+    step to torch.compile, and a step function given two batches would
+    train on one."""
+    model = keras_mgr.wrap(tiny.backbone(), tiny.generator(), num_classes=3, seed=0,
+                           meta_batch_size=8, finder_hidden_dim=8)
+    with pytest.raises(ValueError, match=message):
+        model.compile(**option)
+    model.compile(jit_compile="auto")  # eager on PyTorch
+    assert model.jit_compile is False
+
+
+@pytest.mark.tensorflow_only("one run: the child picks its own backend")
+def test_an_unsupported_backend_is_refused_on_import_with_its_name():
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, KERAS_BACKEND="numpy")
+    done = subprocess.run([sys.executable, "-c", "import keras_mgr"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert ("runs on the TensorFlow, JAX and PyTorch backends of Keras" in done.stderr
+            and "Received: 'numpy'" in done.stderr), done.stderr[-2000:]
+
+
 def test_an_update_names_the_variables_its_optimizer_was_built_on():
     """On JAX an update is `stateless_apply`, which pairs values by position:
     variables in another order than the optimizer's are refused, not permuted."""
@@ -105,33 +140,35 @@ def test_an_update_names_the_variables_its_optimizer_was_built_on():
 
 
 def test_fused_batchnorm_is_tensorflows_kernel():
-    """"auto" (the default) fuses on TensorFlow only, silently; True on JAX
-    warns and keeps Keras's pass; the saved option stays "auto"."""
+    """"auto" (the default) fuses on TensorFlow only, silently; True on
+    another backend warns and keeps Keras's pass; the saved option stays "auto"."""
     import warnings
 
     from keras_mgr.batchnorm.fused import is_fused
 
     backbone = tiny.backbone(norm="keras")
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the default asks for nothing it cannot have
+        warnings.simplefilter("error", UserWarning)  # the default asks for nothing it cannot have
         model = keras_mgr.wrap(backbone, tiny.generator(), num_classes=3, mode="base")
-    assert is_fused(backbone.layers[2]) is not JAX
+    assert is_fused(backbone.layers[2]) is TENSORFLOW
     assert model.get_config()["fused_batchnorm"] == "auto"
     backbone = tiny.backbone(norm="keras")
-    if JAX:
-        with pytest.warns(UserWarning, match="fused_batchnorm=True.*jax backend does not"):
+    if not TENSORFLOW:
+        with pytest.warns(UserWarning, match=f"fused_batchnorm=True.*{keras.backend.backend()} "
+                                             "backend does not"):
             keras_mgr.wrap(backbone, tiny.generator(), num_classes=3, mode="base",
                            fused_batchnorm=True)
     else:
         keras_mgr.wrap(backbone, tiny.generator(), num_classes=3, mode="base",
                        fused_batchnorm=True)
-    assert is_fused(backbone.layers[2]) is not JAX
+    assert is_fused(backbone.layers[2]) is TENSORFLOW
     with pytest.raises(ValueError, match="fused_batchnorm must be True or False.*'yes'"):
         keras_mgr.wrap(tiny.backbone(), tiny.generator(), num_classes=3, fused_batchnorm="yes")
 
 
 def test_seed_streams_are_the_same_on_every_backend():
-    """The first draws of a fixed seed, recorded from TensorFlow: JAX draws them too."""
+    """The first draws of a fixed seed, recorded from TensorFlow: every backend
+    draws them (PyTorch computes the 32-bit words in int64)."""
     import numpy as np
     from keras import ops
 
@@ -145,12 +182,8 @@ def test_seed_streams_are_the_same_on_every_backend():
 
 
 NO_TENSORFLOW = '''
-import importlib.abc, os, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split(".")[0] == "tensorflow":
-            raise ModuleNotFoundError("No module named 'tensorflow'")
-sys.meta_path.insert(0, Block())
+import os, sys
+sys.modules["tensorflow"] = None  # as if not installed: imports fail, find_spec gives None
 import numpy as np
 import keras_mgr, tiny
 x, y = tiny.data(16)
@@ -159,9 +192,10 @@ model = tiny.wrapped("mgr", meta_every=1)
 model.fit(x, y, batch_size=8, epochs=2, verbose=0, validation_data=(x, y), callbacks=[grid])
 model.evaluate(x, y, verbose=0)
 model.save(os.path.join(sys.argv[1], "m.keras"))
+np.save(os.path.join(sys.argv[1], "predictions.npy"), model.predict(x, verbose=0))
 loaded = keras_mgr.load_model(os.path.join(sys.argv[1], "m.keras"))
 np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
-assert len(grid.paths) == 2 and "tensorflow" not in sys.modules
+assert len(grid.paths) == 2 and sys.modules["tensorflow"] is None
 try:
     keras_mgr.datasets.load("digits").as_dataset()
 except ImportError as error:
@@ -169,18 +203,26 @@ except ImportError as error:
 '''
 
 
-@pytest.mark.tensorflow_only("one run: the child is JAX with TensorFlow blocked")
-def test_jax_trains_saves_and_writes_grids_without_tensorflow(tmp_path):
-    """The GPU machine has JAX and no TensorFlow: keras_mgr imports, trains
-    (fit, validation, evaluate, predict), saves, loads and writes sample
-    grids there; what needs TensorFlow says so when used."""
+@pytest.mark.tensorflow_only("one run: the child has TensorFlow blocked")
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_trains_saves_and_writes_grids_without_tensorflow(tmp_path, backend):
+    """The GPU machine has JAX and PyTorch and no TensorFlow: keras_mgr
+    imports, trains (fit, validation, evaluate, predict), saves, loads and
+    writes sample grids there; what needs TensorFlow says so when used. The
+    file it saved loads here, on TensorFlow, with the same predictions."""
     import os
     import subprocess
     import sys
 
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
+    env = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), os.getcwd()]))
     done = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "needs TensorFlow, which is not installed here" in done.stdout, done.stdout
+    import numpy as np
+
+    x, _ = tiny.data(16)
+    loaded = keras_mgr.load_model(str(tmp_path / "m.keras"))
+    np.testing.assert_allclose(loaded.predict(x, verbose=0),
+                               np.load(tmp_path / "predictions.npy"), rtol=1e-5, atol=1e-6)

@@ -781,11 +781,17 @@ def test_backends_report_pairs_each_round():
     import backends
 
     seconds = {"tensorflow": {"base": [1.0, 2.0, 3.0], "mgr": [4.0, 4.0, 4.0]},
-               "jax": {"base": [0.5, 4.0, 1.5], "mgr": [2.0, 6.0, 8.0]}}
-    table = backends.report(seconds, {"tensorflow": "CPU:0", "jax": "TFRT_CPU_0"}, 6, 32)
-    # base: ratios 0.5, 2.0, 0.5 -> median 0.50; mgr: 0.5, 1.5, 2.0 -> 1.50.
-    assert "| base | 2000.0 | 1500.0 | 0.50 |" in table
-    assert "| mgr | 4000.0 | 6000.0 | 1.50 |" in table
+               "jax": {"base": [0.5, 4.0, 1.5], "mgr": [2.0, 6.0, 8.0]},
+               "torch": {"base": [3.0, 2.0, 1.0], "mgr": [4.0, 2.0, 1.0]}}
+    table = backends.report(seconds, {"tensorflow": "CPU:0", "jax": "TFRT_CPU_0",
+                                      "torch": "cpu"}, 6, 32)
+    assert table.startswith("# The step on JAX and PyTorch and on TensorFlow (CPU:0, ")
+    # JAX: base ratios 0.5, 2.0, 0.5 -> median 0.50; mgr 0.5, 1.5, 2.0 -> 1.50.
+    # PyTorch: base 3.0, 1.0, 0.33 -> 1.00; mgr 1.0, 0.5, 0.25 -> 0.50.
+    assert "| config | tensorflow ms / step | jax ms / step | torch ms / step | " \
+           "JAX / TensorFlow | PyTorch / TensorFlow |" in table
+    assert "| base | 2000.0 | 1500.0 | 2000.0 | 0.50 | 1.00 |" in table
+    assert "| mgr | 4000.0 | 6000.0 | 2000.0 | 1.50 | 0.50 |" in table
 
 
 def test_backends_keeps_each_process_machine(monkeypatch):

@@ -111,7 +111,7 @@ def test_finder_panel_is_what_training_synthesizes_in_w_space():
     z, labels, _ = callback._fixed_noise()
     phi = [v.value for v in model.finder.trainable_variables]
     draws = {"z": keras.ops.convert_to_tensor(z), "labels": keras.ops.convert_to_tensor(labels)}
-    images = np.asarray(model.synthesis(phi, draws))
+    images = keras.ops.convert_to_numpy(model.synthesis(phi, draws))
     np.testing.assert_allclose(panels["finder"].reshape(images.shape), (images + 1) / 2,
                                atol=1e-6)
     np.testing.assert_allclose(panels["shift"], 0.3 * np.sqrt(7), rtol=1e-5)

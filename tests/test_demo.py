@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import keras
+
 from keras_mgr import demo
 
 
@@ -13,6 +15,8 @@ def test_demo_announces_phases_shows_progress_and_ends_with_a_table():
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "Expected: about" in out and "idle 2-core CPU" in out
+    backend = keras.backend.backend()  # the child's too (KERAS_BACKEND, set by conftest)
+    assert (f"the {backend} backend is slower" in out) == (backend != "tensorflow")
     assert "generator: 4 GAN epochs on the training images only (about" in out
     assert "  pcr: 4 epochs (about" in out
     # Two progress lines per phase (epochs 2 and 4), with the time left.

@@ -35,7 +35,10 @@ def split(tree):
     return first, second
 
 
-@pytest.mark.parametrize("mode", keras_mgr.MODES)
+# mgr is slow here: test_default_mirrored_strategy_runs_the_finder_modes
+# trains it under this strategy, and metagda takes the same finder path.
+@pytest.mark.parametrize("mode", [pytest.param(m, marks=[pytest.mark.slow] * (m == "mgr"))
+                                  for m in keras_mgr.MODES])
 def test_every_mode_trains_under_mirrored_strategy(mode):
     """Three steps of 8 examples per replica; in the finder modes each is a
     meta step: the first leaves the finder alone (the validation buffer of 8

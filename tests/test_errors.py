@@ -168,7 +168,7 @@ def test_options_the_mode_does_not_use_are_named():
     import warnings
 
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error", UserWarning)
         wrap(mode="mgr", pcr_weight=2.0, meta_every=3)  # all used: no warning
 
 
@@ -277,9 +277,15 @@ def test_unserializable_model_with_keras_checkpoint_fails_before_training(tmp_pa
 
 
 def test_out_of_memory_names_what_lowers_the_peak(monkeypatch):
-    """TensorFlow's ResourceExhaustedError, or XLA's RESOURCE_EXHAUSTED error
-    on JAX, re-raised as the same type with what lowers the peak."""
-    if keras.backend.backend() == "jax":
+    """TensorFlow's ResourceExhaustedError, XLA's RESOURCE_EXHAUSTED error on
+    JAX, or torch's OutOfMemoryError, re-raised as the same type with what
+    lowers the peak."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        error_type, original = torch.OutOfMemoryError, "CUDA out of memory. Tried to allocate"
+        error = error_type(original)
+    elif keras.backend.backend() == "jax":
         import jax
 
         error_type = jax.errors.JaxRuntimeError

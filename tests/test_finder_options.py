@@ -22,22 +22,22 @@ def test_max_shift_scales_long_residuals_and_keeps_short_ones():
     z = np.array([[1.0, 2.0]], "float32")
     labels = np.zeros((1,), "int32")
     finder.out.bias.assign([3.0, 4.0])  # residual (3, 4): norm 5 -> scaled to 1
-    np.testing.assert_allclose(finder([z, labels]), [[1.6, 2.8]], rtol=1e-6)
+    np.testing.assert_allclose(tiny.numpy(finder([z, labels])), [[1.6, 2.8]], rtol=1e-6)
     finder.out.bias.assign([0.3, 0.4])  # norm 0.5 <= 1: unchanged
-    np.testing.assert_allclose(finder([z, labels]), [[1.3, 2.4]], rtol=1e-6)
+    np.testing.assert_allclose(tiny.numpy(finder([z, labels])), [[1.3, 2.4]], rtol=1e-6)
 
 
 def test_max_shift_bounds_every_latent_and_starts_at_identity():
     model = build(finder_max_shift=0.25)
     draws = model.objective.draw(16)
-    z = np.array(draws["z"])
+    z = tiny.numpy(draws["z"])
     phi = [v.value for v in model.finder.trainable_variables]
     found, _ = model.finder.stateless_call(phi, [], [z, draws["labels"]])
-    np.testing.assert_array_equal(np.array(found), z)  # zero-initialised residual
+    np.testing.assert_array_equal(tiny.numpy(found), z)  # zero-initialised residual
     rng = np.random.default_rng(0)
     for v in model.finder.trainable_variables:
         v.assign(np.array(v) + rng.standard_normal(v.shape))
-    shift = np.linalg.norm(np.array(model.finder([z, draws["labels"]])) - z, axis=1)
+    shift = np.linalg.norm(tiny.numpy(model.finder([z, draws["labels"]])) - z, axis=1)
     assert shift.max() == pytest.approx(0.25, rel=1e-5)  # the bound is reached
     assert np.all(shift <= 0.25 * (1 + 1e-5))
     x, y = tiny.data(24)

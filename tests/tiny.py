@@ -38,6 +38,12 @@ def generator(latent_dim=5, num_classes=3, image_shape=(8, 8, 1), output_range=(
     return model
 
 
+def numpy(x):
+    """`x` as a NumPy array on every backend (a PyTorch tensor that requires
+    grad refuses `np.asarray`)."""
+    return keras.ops.convert_to_numpy(x)
+
+
 def data(n=24, image_shape=(8, 8, 1), num_classes=3, seed=0):
     """Random images in [-1, 1] whose class shifts the mean (learnable)."""
     rng = np.random.default_rng(seed)

@@ -10,12 +10,8 @@ under a `LossScaleOptimizer` as the TensorFlow versions do.
 import jax
 from keras import ops
 
-from keras_mgr import meta, numerics
+from keras_mgr import meta, microbatches, numerics
 from keras_mgr.backend.jax_step import substitute, value_and_grad
-
-
-def _sum_lists(a, b):
-    return [x + y for x, y in zip(a, b)]
 
 
 def second_order(theta_vars, head_vars, phi_vars, real_loss, regularizations, meta_loss,
@@ -63,10 +59,10 @@ def second_order(theta_vars, head_vars, phi_vars, real_loss, regularizations, me
         r_grads, weighted, part_list, pullbacks = None, 0.0, [], None
         for regularization in regularizations:
             grads_i, (weighted_i, parts_i) = inner(regularization)(phi)
-            r_grads = grads_i if r_grads is None else _sum_lists(r_grads, grads_i)
+            r_grads = grads_i if r_grads is None else meta.add_gradients(r_grads, grads_i)
             weighted, part_list = weighted + weighted_i, part_list + [parts_i]
-        parts = _mean_parts(part_list)
-    grads = _sum_lists(real_grads, r_grads[:n]) + list(r_grads[n:])  # loss-scaled
+        parts = microbatches.mean_parts(part_list)
+    grads = meta.add_gradients(real_grads, r_grads[:n]) + list(r_grads[n:])  # loss-scaled
     theta_look = meta.lookahead(theta, numerics.unscale(optimizer, grads[:n]), learning_rate)
 
     def scaled_val(values):
@@ -84,7 +80,7 @@ def second_order(theta_vars, head_vars, phi_vars, real_loss, regularizations, me
     meta_grads = None
     for pullback in pullbacks:
         (part,) = pullback(cotangent)
-        meta_grads = part if meta_grads is None else _sum_lists(meta_grads, part)
+        meta_grads = part if meta_grads is None else meta.add_gradients(meta_grads, part)
     meta_grads = [meta.meta_scale(optimizer, learning_rate, g.dtype) * g for g in meta_grads]
     aux.update(parts)
     return meta_grads, grads, loss_val, real + weighted, aux
@@ -113,15 +109,6 @@ def _inner_stop(regularization, theta, real_state, phi, head_vars, head):
         return None
     replay = iter(recorded)
     return lambda t: next(replay)
-
-
-def _mean_parts(part_list):
-    """The micro-batches' parts as one: R and the shift averaged, the last
-    slice's BatchNorm state (as the TensorFlow loop carries it)."""
-    k = len(part_list)
-    return {"synthetic": sum(ops.cast(p["synthetic"], "float32") for p in part_list) / k,
-            "latent_shift": sum(ops.cast(p["latent_shift"], "float32") for p in part_list) / k,
-            "synthetic_state": part_list[-1]["synthetic_state"]}
 
 
 def finite_difference(theta_vars, head_vars, phi_vars, train_loss, meta_loss, synthesize,

@@ -15,7 +15,6 @@ step's gradients are in `keras_mgr.backend.jax_meta`.
 
 import jax
 import keras
-import numpy as np
 from keras import ops
 
 
@@ -142,22 +141,6 @@ _STATE_NAMES = {
 
 def _index(variables, variable):
     return next(i for i, v in enumerate(variables) if v is variable)
-
-
-def build_batch(model, iterator, data_batch):
-    """The first batch as Keras's `_symbolic_build` takes it (fit and
-    evaluate), its labels as the class ids the step turns them into; no
-    labels: the step's ValueError (`BatchCheck`), before Keras fails on None."""
-    if data_batch is None:
-        for _, _, data in iterator:
-            data_batch = data[0] if isinstance(data, (list, tuple)) else next(data)
-            break
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data_batch)
-    if y is None:
-        model.batch_check(x, y)
-    if len(y.shape) == 2:
-        y = np.zeros(y.shape[:1], "int32")
-    return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
 
 
 def first_step(model, state):

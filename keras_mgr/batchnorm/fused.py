@@ -99,7 +99,7 @@ def fuse(model):
         if any(_fusable(layer) for layer in batchnorm_layers(model)):
             warnings.warn("fused_batchnorm=True asks for TensorFlow's fused BatchNorm kernel, "
                           f"which the {keras.backend.backend()} backend does not have: "
-                          "Keras's own BatchNormalization pass runs (XLA compiles it). "
+                          "Keras's own BatchNormalization pass runs. "
                           "Pass fused_batchnorm=False to silence this.", stacklevel=3)
         return 0
     count = 0

@@ -4,6 +4,7 @@ import struct
 import zlib
 
 import numpy as np
+from keras import ops
 
 from keras_mgr import synthetic
 
@@ -30,8 +31,9 @@ def generate(model, z, labels, use_finder):
             return model.finder([latents, labels], training=False)
     images, found, start = synthetic.generate(model.generator, z, labels, finder,
                                               model.latent_space)
-    return (np.asarray(images, "float32"),
-            np.asarray(synthetic.latent_shift(found, start), "float32"))
+    shift = synthetic.latent_shift(found, start)
+    return (np.asarray(ops.convert_to_numpy(images), "float32"),  # (PyTorch: detached)
+            np.asarray(ops.convert_to_numpy(shift), "float32"))
 
 
 def to_unit_range(images, value_range):

@@ -147,7 +147,7 @@ class ConditionalGAN(atomic_files.AtomicSaving, keras.Model):
         self.d_optimizer = _get_optimizer(d_optimizer)
         # Keras's JAX trainer carries one optimizer's state: the discriminator's
         # (the generator's travels as extra state, `non_trainable_variables`).
-        super().compile(optimizer=None if backend.is_tensorflow() else self.d_optimizer,
+        super().compile(optimizer=self.d_optimizer if backend.is_jax() else None,
                         **kwargs)
         # Built now, on exactly the variables each updates, so that `.keras`
         # files and BackupAndRestore restore their state.
@@ -176,7 +176,7 @@ class ConditionalGAN(atomic_files.AtomicSaving, keras.Model):
     def non_trainable_variables(self):
         """Keras's, and on JAX the generator optimizer's state."""
         variables = super().non_trainable_variables
-        if backend.is_tensorflow() or not getattr(self, "g_optimizer", None):
+        if not backend.is_jax() or not getattr(self, "g_optimizer", None):
             return variables
         return variables + list(self.g_optimizer.variables)
 

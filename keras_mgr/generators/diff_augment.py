@@ -98,7 +98,7 @@ class DiffAugment(keras.layers.Layer):
 
     def transform_images(self, images, params):
         """Apply parameters from `get_random_transformation` to `images`."""
-        x = images
+        x = ops.convert_to_tensor(images)
         height, width = x.shape[1], x.shape[2]
         if "brightness" in params:
             x = x + ops.cast(params["brightness"], x.dtype)
@@ -114,8 +114,8 @@ class DiffAugment(keras.layers.Layer):
             x = ops.einsum("bih,bhwc->biwc", rows, x)
             x = ops.einsum("bjw,biwc->bijc", cols, x)
         if "cutout" in params:
-            top = params["cutout"][:, 0][:, None]
-            left = params["cutout"][:, 1][:, None]
+            corner = ops.convert_to_tensor(params["cutout"], "int32")
+            top, left = corner[:, 0][:, None], corner[:, 1][:, None]
             cut_h = int(height * self.cutout_ratio + 0.5)
             cut_w = int(width * self.cutout_ratio + 0.5)
             i = ops.arange(height, dtype="int32")[None, :]
