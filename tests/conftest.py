@@ -50,3 +50,7 @@ def float64():
 @pytest.fixture(autouse=True)
 def _seed():
     keras.utils.set_random_seed(0)
+    yield
+    # Keras's global state holds every model a test built: released, so that
+    # a long test worker's heap (and each full garbage collection) stays small.
+    keras.backend.clear_session(free_memory=False)

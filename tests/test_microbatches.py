@@ -70,7 +70,7 @@ def test_the_graph_holds_one_pass_whatever_the_number_of_slices():
     graphs of the same size (an unrolled Python loop grows with k: more
     tracing time and more process memory for the graph)."""
     def nodes(k):
-        graph = tf.function(_model(k, norm="keras")).get_concrete_function().graph.as_graph_def()
+        graph = tf.function(_model(k)).get_concrete_function().graph.as_graph_def()
         return len(graph.node) + sum(len(f.node_def) for f in graph.library.function)
 
     assert nodes(2) == nodes(4)

@@ -16,7 +16,10 @@ def build(mode="mgr", norm=None, seed=0, jit_compile=False, optimizer=None, **kw
                         compile={"jit_compile": jit_compile}, **{"meta_every": 1, **kwargs})
 
 
-@pytest.mark.parametrize("mode", MODES)
+# metagda is slow here: mgr runs the same finder path, and metagda's fit,
+# save and predict run fast in test_saving's round trip.
+@pytest.mark.parametrize("mode", [pytest.param(m, marks=[pytest.mark.slow] * (m == "metagda"))
+                                  for m in MODES])
 def test_fit_evaluate_predict_numpy_and_tf_data(mode):
     x, y = tiny.data(24)
     model = build(mode)
