@@ -109,8 +109,7 @@ def _regularize(regularization, theta, real_state, phi, head_vars):
     try:
         return regularization(theta, real_state, phi, first)
     except _TargetsNeeded:
-        pass
-    recorded = []
+        recorded = []
 
     def record(t):
         recorded.append(t)
